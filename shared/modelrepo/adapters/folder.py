@@ -1,0 +1,203 @@
+"""FolderArtifactStore: the embedded ArtifactStore, a local folder as the bucket.
+
+A folder has no server-side ETag, so the ETag of a file is the sha256 of its bytes: rewriting a file
+with identical bytes is the same object version, as it is on S3. Digests are cached by
+(device, inode, size, mtime, ctime) so a file is read once per change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import BinaryIO, cast
+
+from modelrepo.errors import InvalidInput, ObjectChanged, ObjectMissing
+from modelrepo.ports import ArtifactStore, ObjectInfo, ObjectListing, ProgressCallback, iter_chunks
+
+# Files being written by `put` and `pin`; the watcher ignores them.
+TEMP_PREFIX = ".modelrepo-tmp-"
+_CACHE_SIZE = 20_000
+
+
+class _VerifyingReader:
+    """Streams a file and, at its end, proves the bytes were the expected version."""
+
+    def __init__(self, stream: BinaryIO, key: str, expected_sha256: str) -> None:
+        self._stream = stream
+        self._key = key
+        self._expected = expected_sha256
+        self._digest = hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self._stream.read(size)
+        self._digest.update(chunk)
+        at_end = not chunk or size < 0
+        if at_end and self._digest.hexdigest() != self._expected:
+            raise ObjectChanged(f"object {self._key!r} changed while it was read")
+        return chunk
+
+
+class FolderArtifactStore(ArtifactStore):
+    def __init__(self, uploads: Path, registry: Path) -> None:
+        self.uploads = uploads
+        self.registry = registry
+        uploads.mkdir(parents=True, exist_ok=True)
+        registry.mkdir(parents=True, exist_ok=True)
+        self._digests: OrderedDict[tuple[int, ...], str] = OrderedDict()
+        self._lock = threading.Lock()
+
+    # --- paths -----------------------------------------------------------------------------------
+
+    def path_of(self, key: str) -> Path:
+        """The file of a key; keys that could escape the uploads folder are refused."""
+        segments = key.split("/")
+        if (
+            not key
+            or "\\" in key
+            or "\0" in key
+            or any(s in ("", ".", "..") for s in segments)
+            or segments[-1].startswith(TEMP_PREFIX)
+        ):
+            raise InvalidInput(f"{key!r} is not a usable object key")
+        return self.uploads.joinpath(*segments)
+
+    def key_of(self, path: Path) -> str:
+        return path.relative_to(self.uploads).as_posix()
+
+    def _pinned_path(self, digest: str) -> Path:
+        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+            raise InvalidInput(f"{digest!r} is not a sha256 hex digest")
+        return self.registry / "sha256" / digest[:2] / digest
+
+    # --- digests ---------------------------------------------------------------------------------
+
+    def _info(self, key: str, path: Path) -> ObjectInfo | None:
+        try:
+            stat = path.stat()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        if not path.is_file():
+            return None
+        fingerprint = (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+        with self._lock:
+            digest = self._digests.get(fingerprint)
+        if digest is None:
+            try:
+                with path.open("rb") as stream:
+                    sha = hashlib.sha256()
+                    for chunk in iter_chunks(stream):
+                        sha.update(chunk)
+            except FileNotFoundError:
+                return None
+            digest = sha.hexdigest()
+            self._remember(fingerprint, digest)
+        return ObjectInfo(
+            key=key,
+            size=stat.st_size,
+            etag=digest,
+            modified_at=datetime.fromtimestamp(stat.st_mtime_ns / 1e9, UTC),
+            sha256=digest,
+            sequencer=f"{stat.st_mtime_ns:020d}",
+        )
+
+    def _remember(self, fingerprint: tuple[int, ...], digest: str) -> None:
+        with self._lock:
+            self._digests[fingerprint] = digest
+            while len(self._digests) > _CACHE_SIZE:
+                self._digests.popitem(last=False)
+
+    # --- uploads ---------------------------------------------------------------------------------
+
+    def head(self, key: str) -> ObjectInfo | None:
+        return self._info(key, self.path_of(key))
+
+    @contextmanager
+    def open(self, key: str, *, etag: str) -> Iterator[BinaryIO]:
+        try:
+            stream = self.path_of(key).open("rb")
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            raise ObjectMissing(f"no object {key!r}") from None
+        with stream:
+            yield cast(BinaryIO, _VerifyingReader(stream, key, etag))
+
+    def put(self, key: str, data: BinaryIO, *, progress: ProgressCallback | None = None) -> ObjectInfo:
+        path = self.path_of(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        digest = self._write_atomically(data, path, progress)
+        stat = path.stat()
+        self._remember((stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns), digest)
+        info = self._info(key, path)
+        assert info is not None
+        return info
+
+    @staticmethod
+    def _write_atomically(data: BinaryIO, path: Path, progress: ProgressCallback | None) -> str:
+        """Write to a temporary file beside `path`, then rename it into place; return the sha256."""
+        temp = path.with_name(f"{TEMP_PREFIX}{os.urandom(6).hex()}")
+        sha = hashlib.sha256()
+        try:
+            with temp.open("xb") as out:
+                for chunk in iter_chunks(data):
+                    out.write(chunk)
+                    sha.update(chunk)
+                    if progress:
+                        progress(len(chunk))
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(temp, path)
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
+        return sha.hexdigest()
+
+    def delete(self, key: str) -> None:
+        self.path_of(key).unlink(missing_ok=True)
+
+    def list(self, prefix: str = "", *, after: str | None = None, limit: int = 1000) -> ObjectListing:
+        keys: list[str] = []
+        for folder, dirs, files in os.walk(self.uploads):
+            dirs.sort()
+            for name in files:
+                if name.startswith(TEMP_PREFIX):
+                    continue
+                key = self.key_of(Path(folder) / name)
+                if key.startswith(prefix) and (after is None or key > after):
+                    keys.append(key)
+        keys.sort()
+        objects = [info for key in keys[:limit] if (info := self._info(key, self.path_of(key)))]
+        return ObjectListing(objects, keys[limit - 1] if len(keys) > limit else None)
+
+    # --- registry --------------------------------------------------------------------------------
+
+    def pin(self, key: str, *, etag: str, digest: str) -> None:
+        target = self._pinned_path(digest)
+        if target.is_file():
+            return
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with self.open(key, etag=etag) as source:
+            copied = self._write_atomically(source, target, None)
+        if copied != digest:
+            target.unlink(missing_ok=True)
+            raise ObjectChanged(f"object {key!r} does not have the sha256 it was recorded with")
+        target.chmod(0o444)
+
+    def has_pinned(self, digest: str) -> bool:
+        return self._pinned_path(digest).is_file()
+
+    @contextmanager
+    def open_pinned(self, digest: str) -> Iterator[BinaryIO]:
+        try:
+            stream = self._pinned_path(digest).open("rb")
+        except FileNotFoundError:
+            raise ObjectMissing(f"the registry holds no bytes with sha256 {digest}") from None
+        with stream:
+            yield stream
+
+    def discard_pinned(self, digest: str) -> None:
+        self._pinned_path(digest).unlink(missing_ok=True)

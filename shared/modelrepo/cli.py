@@ -1,0 +1,463 @@
+"""`modelrepo`: the command line.
+
+Every command except `serve` and `upload` is an HTTP API call, sent either in-process to the local
+root (default) or over HTTP to a running service (`--url`), so the CLI validates and answers
+exactly as the API does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import getpass
+import hashlib
+import json
+import logging
+import os
+import signal
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any, BinaryIO, Protocol, cast
+from urllib.parse import quote, unquote, urlencode
+
+from modelrepo.api import Api, BodyStream, Request, Response
+from modelrepo.errors import InvalidInput, ModelRepoError
+from modelrepo.events import ObjectCreated
+from modelrepo.model import ArtifactKey
+from modelrepo.settings import LocalSettings
+
+PROGRESS_THRESHOLD_BYTES = 8 * 1024 * 1024
+
+
+class CommandFailed(Exception):
+    """Ends the command with a one-line reason and a non-zero exit code."""
+
+
+# --- transports ----------------------------------------------------------------------------------
+
+
+class Transport(Protocol):
+    def send(self, request: Request) -> Response: ...
+
+
+class InProcess:
+    def __init__(self, api: Api) -> None:
+        self.api = api
+
+    def send(self, request: Request) -> Response:
+        return self.api.handle(request)
+
+
+class OverHttp:
+    def __init__(self, base_url: str, api_key: str | None) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.api_key = api_key
+
+    def send(self, request: Request) -> Response:
+        url = self.base_url + request.path
+        if request.query:
+            url += "?" + urlencode(request.query)
+        headers = dict(request.headers)
+        if request.body:
+            headers["Content-Type"] = "application/json"
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        outgoing = urllib.request.Request(url, data=request.body or None, headers=headers, method=request.method)
+        try:
+            answer = urllib.request.urlopen(outgoing, timeout=60)
+        except urllib.error.HTTPError as error:
+            return Response(error.code, dict(error.headers.items()), error.read())
+        except urllib.error.URLError as error:
+            raise CommandFailed(f"cannot reach {self.base_url}: {error.reason}") from None
+        headers_in = dict(answer.headers.items())
+        if headers_in.get("Content-Type", "").startswith("application/octet-stream"):
+            resources = ExitStack()
+            resources.callback(answer.close)
+            return Response(answer.status, headers_in, stream=BodyStream(cast(BinaryIO, answer), resources))
+        with answer:
+            return Response(answer.status, headers_in, answer.read())
+
+
+# --- commands ------------------------------------------------------------------------------------
+
+
+def _path(*segments: str | int) -> str:
+    return "/api/" + "/".join(quote(str(s), safe="") for s in segments)
+
+
+def _call(
+    transport: Transport,
+    method: str,
+    path: str,
+    body: dict[str, Any] | None = None,
+    query: dict[str, str] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    payload = json.dumps(body).encode() if body is not None else b""
+    response = transport.send(Request(method, path, query or {}, headers or {}, payload))
+    if response.status >= 400:
+        if response.stream is not None:
+            response.stream.close()
+        try:
+            detail = json.loads(response.body).get("detail", "")
+        except (ValueError, AttributeError):
+            detail = response.body.decode("utf-8", "replace")[:200]
+        raise CommandFailed(f"{detail} (HTTP {response.status})")
+    return response
+
+
+def _all_pages(transport: Transport, path: str, limit: int) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    cursor: str | None = None
+    while len(items) < limit:
+        query = {"limit": str(min(1000, limit - len(items)))}
+        if cursor:
+            query["cursor"] = cursor
+        page = _call(transport, "GET", path, query=query).json()
+        items.extend(page["items"])
+        cursor = page.get("nextCursor")
+        if not cursor:
+            break
+    return items
+
+
+Printer = Callable[[Any, str], None]
+
+
+def run_command(args: argparse.Namespace, transport: Transport, show: Printer) -> None:
+    command = args.command
+    if command == "artifacts":
+        show(_call(transport, "GET", _path("runs", args.run, "artifacts")).json()["items"], "artifact")
+    elif command == "rejections":
+        show(_all_pages(transport, _path("rejections"), args.limit), "rejection")
+    elif command == "register":
+        body: dict[str, Any] = {
+            "experimentId": args.experiment,
+            "runArtifactId": args.run_artifact_id,
+            "registeredBy": args.by,
+        }
+        if args.description is not None:
+            body["description"] = args.description
+        headers = {"idempotency-key": args.idempotency_key} if args.idempotency_key else {}
+        show(_call(transport, "POST", _path("register"), body, headers=headers).json(), "model")
+    elif command == "versions":
+        show(_all_pages(transport, _path("experiments", args.experiment, "models"), args.limit), "model")
+    elif command == "show":
+        show(_call(transport, "GET", _path("experiments", args.experiment, "models", args.version)).json(), "model")
+    elif command == "tag":
+        body = {"value": args.value, "by": args.by}
+        path = _path("experiments", args.experiment, "models", args.version, "tags", args.key)
+        show(_call(transport, "PUT", path, body).json(), "model")
+    elif command == "untag":
+        path = _path("experiments", args.experiment, "models", args.version, "tags", args.key)
+        show(_call(transport, "DELETE", path, query={"by": args.by}).json(), "model")
+    elif command == "deploy":
+        body = {"version": _version_number(args.version), "target": args.target, "deployedBy": args.by}
+        show(_call(transport, "POST", _path("experiments", args.experiment, "deployments"), body).json(), "deployment")
+    elif command == "rollback":
+        path = _path("experiments", args.experiment, "deployments", args.target, "rollback")
+        show(_call(transport, "POST", path, {"deployedBy": args.by}).json(), "deployment")
+    elif command == "deployments":
+        if args.target:
+            history = _call(transport, "GET", _path("experiments", args.experiment, "deployments", args.target)).json()
+            show(history["history"], "deployment")
+        else:
+            show(
+                _call(transport, "GET", _path("experiments", args.experiment, "deployments")).json()["items"],
+                "deployment",
+            )
+    elif command == "audit":
+        show(_all_pages(transport, _path("experiments", args.experiment, "audit"), args.limit), "audit")
+    elif command == "download":
+        show(_download(transport, args.experiment, args.version, Path(args.dest), args.force), "download")
+    else:  # pragma: no cover - argparse only admits the commands above
+        raise CommandFailed(f"unknown command {command}")
+
+
+def _version_number(raw: str) -> int:
+    if not raw.isdigit():
+        raise CommandFailed(f"version {raw!r} must be a positive integer")
+    return int(raw)
+
+
+def _download(transport: Transport, experiment: str, version: str, dest: Path, force: bool) -> dict[str, Any]:
+    response = _call(transport, "GET", _path("experiments", experiment, "models", version, "download"))
+    assert response.stream is not None
+    with ExitStack() as cleanup:
+        cleanup.callback(response.stream.close)
+        headers = {k.lower(): v for k, v in response.headers.items()}
+        expected = headers.get("etag", "").strip('"')
+        name = _filename(headers.get("content-disposition", "")) or f"{experiment}-v{version}.bin"
+        target = dest / name if dest.is_dir() else dest
+        if target.exists() and not force:
+            raise CommandFailed(f"{target} exists; pass --force to replace it")
+        temp = target.with_name(f".{target.name}.download-{os.getpid()}")
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            with temp.open("wb") as out:
+                for chunk in response.stream:
+                    out.write(chunk)
+                    digest.update(chunk)
+                    size += len(chunk)
+            if expected and digest.hexdigest() != expected:
+                raise CommandFailed(f"downloaded bytes have sha256 {digest.hexdigest()}, expected {expected}")
+            os.replace(temp, target)
+        except OSError as error:
+            raise CommandFailed(f"cannot write {target}: {error.strerror}") from None
+        finally:
+            temp.unlink(missing_ok=True)
+    return {"path": str(target), "size": size, "sha256": digest.hexdigest()}
+
+
+def _filename(disposition: str) -> str | None:
+    marker = "filename*=UTF-8''"
+    if marker not in disposition:
+        return None
+    name = unquote(disposition.split(marker, 1)[1].split(";", maxsplit=1)[0])
+    return name if name and "/" not in name and name not in (".", "..") else None
+
+
+def upload(
+    settings: LocalSettings, experiment: str, run: str, source: Path, name: str | None, show: Printer, quiet: bool
+) -> None:
+    """Put a file into the drop folder atomically and record it right away."""
+    from modelrepo.local.bootstrap import build_repository
+
+    if settings.url:
+        raise CommandFailed("upload writes into the bucket directly: run it where the root is, without --url")
+    where = ArtifactKey(experiment, run, name or source.name)
+    try:
+        ArtifactKey.parse(where.key)
+    except InvalidInput as error:
+        raise CommandFailed(error.detail) from None
+    if not source.is_file():
+        raise CommandFailed(f"{source} is not a readable file")
+    repository = build_repository(settings)
+    try:
+        with source.open("rb") as data:
+            size = source.stat().st_size
+            if size >= PROGRESS_THRESHOLD_BYTES and not quiet and sys.stderr.isatty():
+                from rich.progress import Progress
+
+                with Progress(transient=True) as progress:
+                    task = progress.add_task(f"uploading {source.name}", total=size)
+                    info = repository.artifacts.put(where.key, data, progress=lambda n: progress.advance(task, n))
+            else:
+                info = repository.artifacts.put(where.key, data)
+        result = repository.record_artifact(ObjectCreated.from_object(info, f"cli:{getpass.getuser()}"))
+    finally:
+        repository.metadata.close()
+    if result.artifact is None:
+        raise CommandFailed(f"{where.key} was not recorded: {result.outcome}")
+    show(result.artifact.to_json(), "artifact")
+
+
+# --- output --------------------------------------------------------------------------------------
+
+VIEWS: dict[str, tuple[tuple[str, str], ...]] = {
+    "artifact": (
+        ("runArtifactId", "artifact id"),
+        ("name", "name"),
+        ("size", "size"),
+        ("sha256", "sha256"),
+        ("uploadedAt", "uploaded"),
+    ),
+    "rejection": (("key", "key"), ("reason", "reason"), ("recordedAt", "recorded")),
+    "model": (
+        ("version", "version"),
+        ("artifactName", "artifact"),
+        ("registeredBy", "by"),
+        ("registeredAt", "registered"),
+        ("sha256", "sha256"),
+        ("tags", "tags"),
+        ("description", "description"),
+    ),
+    "deployment": (
+        ("target", "target"),
+        ("version", "version"),
+        ("previousVersion", "previous"),
+        ("deployedBy", "by"),
+        ("deployedAt", "deployed"),
+    ),
+    "audit": (("at", "at"), ("actor", "actor"), ("action", "action"), ("subject", "subject")),
+    "download": (("path", "path"), ("size", "size"), ("sha256", "sha256")),
+}
+
+
+def _cell(key: str, value: Any) -> str:
+    if value is None:
+        return ""
+    if key == "sha256":
+        return str(value)[:12]
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={v}" for k, v in value.items())
+    return str(value)
+
+
+def print_table(payload: Any, view: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    rows = payload if isinstance(payload, list) else [payload]
+    console = Console()
+    if not rows:
+        console.print("(none)")
+        return
+    columns = VIEWS[view]
+    table = Table(*[title for _, title in columns])
+    for row in rows:
+        table.add_row(*[_cell(key, row.get(key)) for key, _ in columns])
+    console.print(table)
+
+
+def print_json(payload: Any, view: str) -> None:
+    print(json.dumps(payload, indent=2, ensure_ascii=False))
+
+
+# --- argument parsing ----------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--root", help="local repository folder (default: $MODELREPO_ROOT or ~/.mlops/model-repository)"
+    )
+    common.add_argument("--url", help="talk to a running service instead (default: $MODELREPO_URL)")
+    common.add_argument("--json", action="store_true", help="print JSON for scripts")
+    parser = argparse.ArgumentParser(prog="modelrepo", description="A versioned model repository.", parents=[common])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=help_text, description=help_text, parents=[common])
+
+    serve = command("serve", "run the local runtime: drop-folder watcher + HTTP API")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=7071)
+    serve.add_argument("--verbose", action="store_true")
+
+    up = command("upload", "put a file into the bucket and record it")
+    up.add_argument("experiment")
+    up.add_argument("run")
+    up.add_argument("path", type=Path)
+    up.add_argument("--name", help="artifact name, may contain '/' (default: the file's name)")
+
+    command("artifacts", "list a run's artifacts").add_argument("run")
+    command("rejections", "list uploads that could not be recorded").add_argument("--limit", type=int, default=100)
+
+    reg = command("register", "register a run artifact as the experiment's next version")
+    reg.add_argument("experiment")
+    reg.add_argument("run_artifact_id")
+    reg.add_argument("--by", required=True)
+    reg.add_argument("--description")
+    reg.add_argument("--idempotency-key")
+
+    versions = command("versions", "list an experiment's versions, newest first")
+    versions.add_argument("experiment")
+    versions.add_argument("--limit", type=int, default=50)
+
+    show = command("show", "show one version ('latest' for the newest)")
+    show.add_argument("experiment")
+    show.add_argument("version")
+
+    tag = command("tag", "set a tag on a version")
+    tag.add_argument("experiment")
+    tag.add_argument("version")
+    tag.add_argument("key")
+    tag.add_argument("value")
+    tag.add_argument("--by", required=True)
+
+    untag = command("untag", "remove a tag from a version")
+    untag.add_argument("experiment")
+    untag.add_argument("version")
+    untag.add_argument("key")
+    untag.add_argument("--by", required=True)
+
+    deploy = command("deploy", "deploy a version to a target")
+    deploy.add_argument("experiment")
+    deploy.add_argument("version")
+    deploy.add_argument("target")
+    deploy.add_argument("--by", required=True)
+
+    rollback = command("rollback", "deploy again the version before the current one")
+    rollback.add_argument("experiment")
+    rollback.add_argument("target")
+    rollback.add_argument("--by", required=True)
+
+    deployments = command("deployments", "current deployment per target, or one target's history")
+    deployments.add_argument("experiment")
+    deployments.add_argument("target", nargs="?")
+
+    audit = command("audit", "an experiment's audit trail")
+    audit.add_argument("experiment")
+    audit.add_argument("--limit", type=int, default=100)
+
+    download = command("download", "download a version's pinned bytes")
+    download.add_argument("experiment")
+    download.add_argument("version")
+    download.add_argument("dest", help="a file, or a folder to save under the artifact's name")
+    download.add_argument("--force", action="store_true", help="replace an existing file")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    show: Printer = print_json if args.json else print_table
+    try:
+        settings = LocalSettings.from_environment(
+            os.environ if environ is None else environ,
+            root=args.root,
+            url=args.url,
+            host=getattr(args, "host", None),
+            port=getattr(args, "port", None),
+        )
+        if args.command == "serve":
+            return _serve(settings, args.verbose)
+        if args.command == "upload":
+            upload(settings, args.experiment, args.run, args.path, args.name, show, args.json)
+            return 0
+        if settings.url:
+            key = settings.api_key.get_secret_value() if settings.api_key else None
+            run_command(args, OverHttp(settings.url, key), show)
+        else:
+            from modelrepo.local.bootstrap import build_api
+
+            api = build_api(settings)
+            try:
+                run_command(args, InProcess(api), show)
+            finally:
+                api.repository.metadata.close()
+        return 0
+    except (CommandFailed, ModelRepoError) as error:
+        detail = error.detail if isinstance(error, ModelRepoError) else str(error)
+        print(f"modelrepo: error: {detail}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _serve(settings: LocalSettings, verbose: bool) -> int:
+    from modelrepo.local.runtime import LocalRuntime
+
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    runtime = LocalRuntime(settings)
+    signal.signal(signal.SIGTERM, _interrupt)
+    print(f"modelrepo: serving {settings.root} on {runtime.url}/api (Ctrl-C stops)", file=sys.stderr)
+    with contextlib.suppress(KeyboardInterrupt):
+        runtime.serve_forever()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""`modelrepo serve`: the drop-folder watcher and the HTTP server over one repository."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from modelrepo.adapters.folder import FolderArtifactStore
+from modelrepo.errors import InvalidInput
+from modelrepo.local.bootstrap import build_api, build_repository
+from modelrepo.local.server import ApiServer
+from modelrepo.local.watcher import DropFolderWatcher
+from modelrepo.settings import LocalSettings
+
+log = logging.getLogger(__name__)
+
+
+class LocalRuntime:
+    def __init__(self, settings: LocalSettings) -> None:
+        settings.require_safe_binding()
+        self.settings = settings
+        self.repository = build_repository(settings)
+        key = settings.api_key.get_secret_value() if settings.api_key else None
+        try:
+            self.server = ApiServer((settings.host, settings.port), build_api(settings, self.repository), key)
+        except OSError as error:
+            raise InvalidInput(f"cannot listen on {settings.host}:{settings.port}: {error.strerror}") from None
+        store = self.repository.artifacts
+        assert isinstance(store, FolderArtifactStore)
+        self.watcher = DropFolderWatcher(store, self.repository.record_artifact)
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def start(self) -> None:
+        """Run in background threads (tests, benchmarks)."""
+        self.watcher.start()
+        self._thread = threading.Thread(target=self.server.serve_forever, name="http", daemon=True)
+        self._thread.start()
+
+    def serve_forever(self) -> None:
+        """Run in the foreground until interrupted."""
+        self.watcher.start()
+        log.info("watching %s; API on %s/api", self.settings.uploads, self.url)
+        try:
+            self.server.serve_forever()
+        finally:
+            self.stop()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.watcher.stop()
+        self.repository.metadata.close()

@@ -1,0 +1,189 @@
+"""The two ports every backend implements, kept to the primitives the clouds offer natively.
+
+`MetadataStore` is a table of JSON documents addressed by (partition, row) with an opaque ETag per
+row and one primitive that matters: an atomic, conditional multi-row write within one partition
+(DynamoDB TransactWriteItems, an Azure Table entity-group transaction, a SQLite transaction).
+Every rule built on top of it lives in `modelrepo.service`.
+
+`ArtifactStore` is the bucket users drop files into plus a private, content-addressed registry area
+that holds the pinned bytes of registered versions.
+
+Row and partition keys handed to a MetadataStore are made by the core from the characters
+`[A-Za-z0-9._~-]` only, so they are valid keys on every backend without escaping.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, BinaryIO
+
+# --- MetadataStore -------------------------------------------------------------------------------
+
+MAX_WRITES_PER_TRANSACTION = 25
+
+
+@dataclass(frozen=True)
+class Item:
+    partition: str
+    row: str
+    data: Mapping[str, Any]
+    etag: str
+
+
+@dataclass(frozen=True)
+class Put:
+    """Create or replace a row.
+
+    `if_absent`: the row must not exist. `if_match`: the row must exist with this ETag.
+    Neither: unconditional upsert.
+    """
+
+    partition: str
+    row: str
+    data: Mapping[str, Any]
+    if_match: str | None = None
+    if_absent: bool = False
+
+    def __post_init__(self) -> None:
+        if self.if_absent and self.if_match is not None:
+            raise ValueError("a Put cannot be both if_absent and if_match")
+
+
+@dataclass(frozen=True)
+class Delete:
+    """Delete a row; with `if_match`, only if it still has that ETag (a missing row then fails)."""
+
+    partition: str
+    row: str
+    if_match: str | None = None
+
+
+Write = Put | Delete
+
+
+class MetadataStore(ABC):
+    """A table store whose primitive is the atomic conditional write."""
+
+    @abstractmethod
+    def get(self, partition: str, row: str) -> Item | None:
+        """A strongly consistent point read."""
+
+    @abstractmethod
+    def query(self, partition: str, prefix: str, *, after: str | None = None, limit: int = 100) -> list[Item]:
+        """Rows of one partition whose row key starts with `prefix`, ascending by row key.
+
+        `after` is an exclusive start row key; the cost must depend on `limit`, not on the
+        partition's size.
+        """
+
+    @abstractmethod
+    def transact(self, writes: Sequence[Write]) -> None:
+        """Apply all writes or none.
+
+        All writes target one partition and distinct rows, at most MAX_WRITES_PER_TRANSACTION.
+        Raises ConditionFailed if any condition does not hold (nothing is written), OutcomeUnknown
+        if the write may have committed, Throttled if the backend keeps refusing work.
+        """
+
+    def close(self) -> None:  # noqa: B027 - optional hook, not every store holds connections
+        """Release connections; the default has none."""
+
+
+def check_transaction(writes: Sequence[Write]) -> str:
+    """The partition of a valid transaction; every adapter calls this before writing anything."""
+    if not writes:
+        raise ValueError("a transaction needs at least one write")
+    if len(writes) > MAX_WRITES_PER_TRANSACTION:
+        raise ValueError(f"a transaction holds at most {MAX_WRITES_PER_TRANSACTION} writes")
+    partition = writes[0].partition
+    if any(w.partition != partition for w in writes):
+        raise ValueError("all writes of a transaction must target one partition")
+    if len({w.row for w in writes}) != len(writes):
+        raise ValueError("a transaction may write each row only once")
+    return partition
+
+
+# --- ArtifactStore -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """One version of one object in the uploads area.
+
+    `sha256` and `sequencer` are filled by stores that know them cheaply (the folder store
+    computes the digest to make its ETag); cloud stores leave them None.
+    """
+
+    key: str
+    size: int
+    etag: str
+    modified_at: datetime
+    sha256: str | None = None
+    sequencer: str | None = None
+
+
+ProgressCallback = Callable[[int], None]
+
+
+@dataclass
+class ObjectListing:
+    objects: list[ObjectInfo] = field(default_factory=list)
+    next_after: str | None = None
+
+
+class ArtifactStore(ABC):
+    """The uploads bucket and the registry area where registered bytes are pinned."""
+
+    @abstractmethod
+    def head(self, key: str) -> ObjectInfo | None:
+        """The current version of an uploaded object, or None."""
+
+    @abstractmethod
+    def open(self, key: str, *, etag: str) -> AbstractContextManager[BinaryIO]:
+        """Read exactly version `etag` of an uploaded object.
+
+        Raises ObjectMissing if it is gone and ObjectChanged if another version replaced it (a
+        store that can only tell at the end of the stream raises on the final read).
+        """
+
+    @abstractmethod
+    def put(self, key: str, data: BinaryIO, *, progress: ProgressCallback | None = None) -> ObjectInfo:
+        """Upload an object atomically (readers never see a partial object)."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove an uploaded object; removing a missing one is not an error."""
+
+    @abstractmethod
+    def list(self, prefix: str = "", *, after: str | None = None, limit: int = 1000) -> ObjectListing:
+        """Uploaded objects in key order, one page at a time."""
+
+    @abstractmethod
+    def pin(self, key: str, *, etag: str, digest: str) -> None:
+        """Copy version `etag` of an uploaded object into the registry under its sha256 `digest`.
+
+        Server-side where the backend can; idempotent; raises ObjectMissing / ObjectChanged like
+        `open`. The registry entry is never modified afterwards.
+        """
+
+    @abstractmethod
+    def has_pinned(self, digest: str) -> bool:
+        """Whether the registry holds bytes under this digest."""
+
+    @abstractmethod
+    def open_pinned(self, digest: str) -> AbstractContextManager[BinaryIO]:
+        """Read pinned bytes; raises ObjectMissing if the registry has no such digest."""
+
+    @abstractmethod
+    def discard_pinned(self, digest: str) -> None:
+        """Remove a registry entry whose bytes failed verification (never a verified one)."""
+
+
+def iter_chunks(stream: BinaryIO, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+    """Read a stream in bounded chunks so that large artifacts never sit in memory whole."""
+    while chunk := stream.read(chunk_size):
+        yield chunk

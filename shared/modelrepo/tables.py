@@ -1,0 +1,118 @@
+"""How the core lays its records out in a MetadataStore: partitions, row keys and documents.
+
+Keys use only `[A-Za-z0-9._~-]`, valid on DynamoDB, Azure Table and SQLite alike. Rows that are
+listed newest first carry an inverted number so that every backend can list them ascending.
+
+Partition `exp~<experimentId>`: the version counter, the versions, idempotency keys, deployments
+and their history, and the experiment's audit trail. One partition, so a registration (counter +
+version + audit) is one atomic write on every backend.
+Partition `run~<runId>`: the run's artifacts (one row per object version), the current version of
+each key, and their audit trail. Partition `rejections`: uploads that are not artifacts.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import time
+
+from modelrepo.errors import InvalidInput
+from modelrepo.model import check_run_id
+
+MAX_NUMBER = 9_999_999_999
+
+COUNTER_ROW = "counter"
+VERSION_PREFIX = "ver~"
+IDEMPOTENCY_PREFIX = "idem~"
+DEPLOYMENT_PREFIX = "dep~"
+HISTORY_PREFIX = "hist~"
+AUDIT_PREFIX = "log~"
+ARTIFACT_PREFIX = "art~"
+CURRENT_PREFIX = "cur~"
+REJECTION_PREFIX = "rej~"
+REJECTIONS_PARTITION = "rejections"
+
+
+def _digest32(text: str) -> str:
+    """A 130-bit, lowercase base32 fingerprint: URL-safe, key-safe, collision-free in practice."""
+    raw = hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
+    return base64.b32encode(raw).decode("ascii")[:26].lower()
+
+
+def _inverted(number: int) -> str:
+    return f"{MAX_NUMBER - number:010d}"
+
+
+def experiment_partition(experiment_id: str) -> str:
+    return f"exp~{experiment_id}"
+
+
+def run_partition(run_id: str) -> str:
+    return f"run~{run_id}"
+
+
+def version_row(version: int) -> str:
+    return VERSION_PREFIX + _inverted(version)
+
+
+def idempotency_row(idempotency_key: str) -> str:
+    return IDEMPOTENCY_PREFIX + _digest32(idempotency_key)
+
+
+def deployment_row(target: str) -> str:
+    return DEPLOYMENT_PREFIX + target
+
+
+def history_prefix(target: str) -> str:
+    return f"{HISTORY_PREFIX}{target}~"
+
+
+def history_row(target: str, sequence: int) -> str:
+    return history_prefix(target) + _inverted(sequence)
+
+
+def audit_row() -> str:
+    """Time-ordered and unique without coordination: nanoseconds plus randomness."""
+    return f"{AUDIT_PREFIX}{time.time_ns():020d}~{os.urandom(5).hex()}"
+
+
+def current_row(experiment_id: str, name: str) -> str:
+    return CURRENT_PREFIX + _digest32(f"{experiment_id}/{name}")
+
+
+def rejection_row(key: str, etag: str) -> str:
+    return REJECTION_PREFIX + _digest32(f"{key}\0{etag}")
+
+
+def run_artifact_id(experiment_id: str, run_id: str, name: str, etag: str) -> str:
+    """Stable for one object version: the same key and ETag always give the same id."""
+    fingerprint = _digest32(f"{experiment_id}/{run_id}/{name}\0{etag}")
+    return f"{run_id}~{fingerprint}"
+
+
+def locate_run_artifact(artifact_id: str) -> tuple[str, str]:
+    """(partition, row) of a runArtifactId, or InvalidInput if it is not one of ours."""
+    run_id, sep, fingerprint = artifact_id.rpartition("~")
+    if not sep or len(fingerprint) != 26 or not fingerprint.isalnum() or not fingerprint.islower():
+        raise InvalidInput(f"runArtifactId {artifact_id!r} is malformed")
+    try:
+        check_run_id(run_id)
+    except InvalidInput:
+        raise InvalidInput(f"runArtifactId {artifact_id!r} is malformed") from None
+    return run_partition(run_id), ARTIFACT_PREFIX + fingerprint
+
+
+def encode_cursor(row: str) -> str:
+    return base64.urlsafe_b64encode(row.encode("ascii")).decode("ascii").rstrip("=")
+
+
+def decode_cursor(cursor: str, prefix: str) -> str:
+    """The row a cursor continues after; it must belong to the listing it is used with."""
+    try:
+        row = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidInput("cursor is invalid: pass back the nextCursor of a previous page") from None
+    if not row.startswith(prefix):
+        raise InvalidInput("cursor is invalid: it belongs to a different listing")
+    return row
