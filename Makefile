@@ -7,11 +7,14 @@ STAMP := $(VENV)/.installed-$(shell cat shared/pyproject.toml requirements-dev.t
 
 .PHONY: setup run test lint typecheck pytest clean
 
+# Checks run by `make test`, in order; fragments in mk/ append their own.
+TEST_STEPS := lint typecheck
+
 $(STAMP): shared/pyproject.toml requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "modelrepo needs Python >= 3.11; set PYTHON=...")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e 'shared[local]' -r requirements-dev.txt
+	$(BIN)/python -m pip install --quiet -e 'shared[local,aws,azure]' -r requirements-dev.txt
 	rm -f $(VENV)/.installed-*
 	touch $@
 
@@ -30,7 +33,9 @@ typecheck: setup
 pytest: setup
 	$(BIN)/python -m pytest -n 2 --dist loadgroup
 
-test: lint typecheck pytest
+-include mk/*.mk
+
+test: $(TEST_STEPS) pytest
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

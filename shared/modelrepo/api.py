@@ -298,16 +298,18 @@ class Api:
         return json_response(200, self.repository.get_model(params["experimentId"], _version(params)).to_json())
 
     def download(self, params: dict[str, str], request: Request) -> Response:
+        experiment_id, version = params["experimentId"], _version(params)
+        model, link = self.repository.download_link(experiment_id, version)
+        if link is not None:
+            return Response(307, {"Location": link, "Cache-Control": "no-store", **_digest_headers(model)})
         resources = ExitStack()
-        model, stream = resources.enter_context(self.repository.open_model(params["experimentId"], _version(params)))
+        model, stream = resources.enter_context(self.repository.open_model(experiment_id, version))
         filename = model.artifact_name.rsplit("/", 1)[-1]
-        digest = base64.b64encode(bytes.fromhex(model.sha256)).decode("ascii")
         headers = {
             "Content-Type": "application/octet-stream",
             "Content-Length": str(model.size),
             "Content-Disposition": f"attachment; filename*=UTF-8''{quote(filename)}",
-            "ETag": f'"{model.sha256}"',
-            "Repr-Digest": f"sha-256=:{digest}:",
+            **_digest_headers(model),
         }
         return Response(200, headers, stream=BodyStream(stream, resources))
 
@@ -361,6 +363,11 @@ def _decode_segment(raw: str) -> str:
         return unquote(raw, errors="strict")
     except UnicodeDecodeError:
         raise InvalidInput(f"the path segment {raw!r} is not valid percent-encoded UTF-8") from None
+
+
+def _digest_headers(model: RegisteredModel) -> dict[str, str]:
+    digest = base64.b64encode(bytes.fromhex(model.sha256)).decode("ascii")
+    return {"ETag": f'"{model.sha256}"', "Repr-Digest": f"sha-256=:{digest}:"}
 
 
 def _model_location(model: RegisteredModel) -> str:

@@ -182,6 +182,14 @@ class ArtifactStore(ABC):
     def discard_pinned(self, digest: str) -> None:
         """Remove a registry entry whose bytes failed verification (never a verified one)."""
 
+    def pinned_link(self, digest: str, *, filename: str, expires_seconds: int) -> str | None:
+        """A time-limited URL to pinned bytes (presigned URL, SAS), or None to stream them instead.
+
+        Cloud hosts cannot stream large bodies through their HTTP front doors, so their stores
+        return a link and the API answers with a redirect to it.
+        """
+        return None
+
 
 def iter_chunks(stream: BinaryIO, chunk_size: int = 1 << 20) -> Iterator[bytes]:
     """Read a stream in bounded chunks so that large artifacts never sit in memory whole."""

@@ -403,6 +403,14 @@ class ModelRepository:
         with self.artifacts.open_pinned(model.sha256) as stream:
             yield model, stream
 
+    def download_link(
+        self, experiment_id: str, version: int, *, expires_seconds: int = 900
+    ) -> tuple[RegisteredModel, str | None]:
+        """The version and a time-limited link to its bytes, if the store can issue one."""
+        model = self.get_model(experiment_id, version)
+        filename = model.artifact_name.rsplit("/", 1)[-1]
+        return model, self.artifacts.pinned_link(model.sha256, filename=filename, expires_seconds=expires_seconds)
+
     def set_tag(self, experiment_id: str, version: int, key: str, value: str, by: str) -> RegisteredModel:
         check_tag_key(key)
         check_tag_value(value)
