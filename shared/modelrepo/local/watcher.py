@@ -2,7 +2,9 @@
 
 A file is handed on only once it is completely written: after the writer closed it (inotify's
 IN_CLOSE_WRITE) or it was renamed into place, and its size and mtime then held still for a quiet
-period. Writers that never report a close are picked up after a longer quiet period.
+period. Without a close, quiet periods decide: a file seen only as created (its writer finished
+before the watch on a new folder existed; a writer still busy would now cause modify events) after
+a short one, a file still being modified after a long one.
 """
 
 from __future__ import annotations
@@ -39,10 +41,13 @@ log = logging.getLogger(__name__)
 ACTOR = "local-watcher"
 
 
+CLOSED, CREATED, MODIFIED = "closed", "created", "modified"
+
+
 @dataclass
 class _Pending:
     last_event: float
-    closed: bool
+    state: str
     stat: tuple[int, int] | None = None
 
 
@@ -57,12 +62,14 @@ class DropFolderWatcher(FileSystemEventHandler):
         deliver: Callable[[ObjectCreated], object],
         *,
         quiet_seconds: float = 0.2,
+        created_quiet_seconds: float = 0.5,
         unclosed_quiet_seconds: float = 3.0,
         workers: int = 4,
     ) -> None:
         self._store = store
         self._deliver = deliver
         self._quiet = quiet_seconds
+        self._created_quiet = created_quiet_seconds
         self._unclosed_quiet = unclosed_quiet_seconds
         self._pending: dict[Path, _Pending] = {}
         self._lock = threading.Lock()
@@ -97,22 +104,26 @@ class DropFolderWatcher(FileSystemEventHandler):
             folder = _as_text(event.dest_path if isinstance(event, DirMovedEvent) else event.src_path)
             self._scan(Path(folder))
         elif isinstance(event, FileMovedEvent):
-            self._note(Path(_as_text(event.dest_path)), closed=True)
+            self._note(Path(_as_text(event.dest_path)), CLOSED)
         elif isinstance(event, FileClosedEvent):
-            self._note(Path(_as_text(event.src_path)), closed=True)
-        elif isinstance(event, (FileCreatedEvent, FileModifiedEvent)):
-            self._note(Path(_as_text(event.src_path)), closed=False)
+            self._note(Path(_as_text(event.src_path)), CLOSED)
+        elif isinstance(event, FileCreatedEvent):
+            self._note(Path(_as_text(event.src_path)), CREATED)
+        elif isinstance(event, FileModifiedEvent):
+            self._note(Path(_as_text(event.src_path)), MODIFIED)
 
-    def _note(self, path: Path, *, closed: bool) -> None:
+    def _note(self, path: Path, state: str) -> None:
         if path.name.startswith(TEMP_PREFIX):
             return
         with self._lock:
             pending = self._pending.get(path)
             if pending is None:
-                self._pending[path] = _Pending(time.monotonic(), closed)
+                self._pending[path] = _Pending(time.monotonic(), state)
             else:
                 pending.last_event = time.monotonic()
-                pending.closed = closed
+                # A close is final until the file changes again; a late "created" does not undo it.
+                if not (state == CREATED and pending.state == CLOSED):
+                    pending.state = state
                 pending.stat = None
 
     def _initial_scan(self) -> None:
@@ -124,7 +135,7 @@ class DropFolderWatcher(FileSystemEventHandler):
             if self._stopping.is_set():
                 return
             for name in files:
-                self._note(Path(parent) / name, closed=True)
+                self._note(Path(parent) / name, CLOSED)
 
     # --- settling and delivery -------------------------------------------------------------------
 
@@ -138,11 +149,7 @@ class DropFolderWatcher(FileSystemEventHandler):
         now = time.monotonic()
         ready: list[Path] = []
         with self._lock:
-            due = [
-                (path, p)
-                for path, p in self._pending.items()
-                if now - p.last_event >= (self._quiet if p.closed else self._unclosed_quiet)
-            ]
+            due = [(path, p) for path, p in self._pending.items() if now - p.last_event >= self._quiet_for(p)]
         for path, pending in due:
             try:
                 stat = path.stat()
@@ -157,10 +164,15 @@ class DropFolderWatcher(FileSystemEventHandler):
                 if pending.stat == signature:
                     del self._pending[path]
                     ready.append(path)
+                elif pending.state == CREATED and signature[0] == 0:
+                    pending.state = MODIFIED  # created empty: the writer has not started yet
                 else:
-                    pending.stat = signature
-                    pending.last_event = now - (self._quiet if pending.closed else self._unclosed_quiet) + self._quiet
+                    pending.stat = signature  # look once more after one short quiet period
+                    pending.last_event = now - self._quiet_for(pending) + self._quiet
         return ready
+
+    def _quiet_for(self, pending: _Pending) -> float:
+        return {CLOSED: self._quiet, CREATED: self._created_quiet}.get(pending.state, self._unclosed_quiet)
 
     def _record(self, path: Path) -> None:
         try:

@@ -1,0 +1,123 @@
+"""`modelrepo serve` started as a separate process, exactly as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+
+@dataclass
+class Answer:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass
+class Served:
+    url: str
+    root: Path
+    process: subprocess.Popen[str]
+    api_key: str | None = None
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        headers: dict[str, str] | None = None,
+        authorized: bool = True,
+    ) -> Answer:
+        data = json.dumps(body).encode() if body is not None else None
+        sent = {"Content-Type": "application/json", **(headers or {})}
+        if authorized and self.api_key:
+            sent["Authorization"] = f"Bearer {self.api_key}"
+        outgoing = urllib.request.Request(self.url + path, data=data, headers=sent, method=method)
+        try:
+            with urllib.request.urlopen(outgoing, timeout=30) as answer:
+                return Answer(answer.status, dict(answer.headers.items()), answer.read())
+        except urllib.error.HTTPError as error:
+            return Answer(error.code, dict(error.headers.items()), error.read())
+
+    def drop(self, relative: str, data: bytes) -> Path:
+        """Write a file into the drop folder the way `cp` does: create, write, close."""
+        path = self.root / "artifacts" / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        return path
+
+
+def wait_for(check: Callable[[], Any], timeout: float, interval: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        time.sleep(interval)
+
+
+def start_serve(root: Path, *extra: str, api_key: str | None = None) -> Served:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELREPO_")}
+    if api_key:
+        env["MODELREPO_API_KEY"] = api_key
+    process = subprocess.Popen(
+        [sys.executable, "-m", "modelrepo.cli", "serve", "--root", str(root), "--port", "0", *extra],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
+    assert process.stderr is not None
+    line = process.stderr.readline()
+    found = re.search(r"on (http://\S+)/api", line)
+    if not found:
+        process.kill()
+        raise AssertionError(f"modelrepo serve did not start: {line}{process.stderr.read()}")
+    served = Served(found.group(1), root, process, api_key)
+    wait_for(lambda: served.request("GET", "/api/health").status == 200, timeout=10)
+    return served
+
+
+def stop_serve(served: Served) -> None:
+    served.process.send_signal(signal.SIGTERM)
+    try:
+        served.process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        served.process.kill()
+        served.process.wait()
+    if served.process.stderr:
+        served.process.stderr.close()
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Served]:
+    running = start_serve(tmp_path / "root")
+    yield running
+    stop_serve(running)
+    assert running.process.returncode == 0
+
+
+@pytest.fixture
+def served_with_key(tmp_path: Path) -> Iterator[Served]:
+    running = start_serve(tmp_path / "root", api_key="s3cret-test-key")
+    yield running
+    stop_serve(running)

@@ -1,0 +1,149 @@
+"""The `modelrepo` command line on a local root: the five-minute tour, and clear failures."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from modelrepo.cli import main
+
+
+class Cli:
+    def __init__(self, root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        self.root = root
+        self.capsys = capsys
+
+    def __call__(self, *args: str) -> tuple[int, str, str]:
+        code = main([*args, "--root", str(self.root)], environ={})
+        out, err = self.capsys.readouterr()
+        return code, out, err
+
+    def json(self, *args: str) -> Any:
+        code, out, err = self(*args, "--json")
+        assert code == 0, err
+        return json.loads(out)
+
+
+@pytest.fixture
+def cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Cli:
+    return Cli(tmp_path / "root", capsys)
+
+
+@pytest.fixture
+def model_file(tmp_path: Path) -> Path:
+    path = tmp_path / "model.bin"
+    path.write_bytes(b"trained weights " * 1000)
+    return path
+
+
+def test_the_tour_upload_register_twice_deploy_download(cli: Cli, model_file: Path, tmp_path: Path) -> None:
+    uploaded = cli.json("upload", "exp1", "run1", str(model_file))
+    assert uploaded["key"] == "exp1/run1/model.bin"
+    assert (cli.root / "artifacts" / "exp1" / "run1" / "model.bin").read_bytes() == model_file.read_bytes()
+    [listed] = cli.json("artifacts", "run1")
+    assert listed == uploaded
+
+    first = cli.json("register", "exp1", uploaded["runArtifactId"], "--by", "alice", "--description", "baseline")
+    second = cli.json("register", "exp1", uploaded["runArtifactId"], "--by", "bob")
+    assert (first["version"], second["version"]) == (1, 2)
+    assert [v["version"] for v in cli.json("versions", "exp1")] == [2, 1]
+    assert cli.json("show", "exp1", "latest")["version"] == 2
+
+    assert cli.json("deploy", "exp1", "1", "production", "--by", "carol")["version"] == 1
+    assert cli.json("deploy", "exp1", "2", "production", "--by", "carol")["previousVersion"] == 1
+    assert cli.json("rollback", "exp1", "production", "--by", "dave")["version"] == 1
+    assert [(d["target"], d["version"]) for d in cli.json("deployments", "exp1")] == [("production", 1)]
+    assert [d["version"] for d in cli.json("deployments", "exp1", "production")] == [1, 2, 1]
+
+    model_file.write_bytes(b"something else")  # the source changes; registered bytes do not
+    cli.json("upload", "exp1", "run1", str(model_file))
+    out_dir = tmp_path / "downloads"
+    out_dir.mkdir()
+    downloaded = cli.json("download", "exp1", "1", str(out_dir))
+    saved = Path(downloaded["path"])
+    assert saved == out_dir / "model.bin"
+    assert saved.read_bytes() == b"trained weights " * 1000
+    assert downloaded["sha256"] == hashlib.sha256(saved.read_bytes()).hexdigest()
+
+    tagged = cli.json("tag", "exp1", "1", "stage", "gold", "--by", "erin")
+    assert tagged["tags"] == {"stage": "gold"}
+    assert cli.json("untag", "exp1", "1", "stage", "--by", "erin")["tags"] == {}
+    actions = [e["action"] for e in cli.json("audit", "exp1")]
+    assert actions.count("model.registered") == 2 and actions.count("model.deployed") == 3
+
+
+def test_tables_are_the_default_output(cli: Cli, model_file: Path) -> None:
+    uploaded = cli.json("upload", "exp1", "run1", str(model_file))
+    cli.json("register", "exp1", uploaded["runArtifactId"], "--by", "alice")
+    code, out, _ = cli("versions", "exp1")
+    assert code == 0
+    assert "version" in out and "alice" in out and "model.bin" in out
+    code, out, _ = cli("deployments", "exp1")
+    assert (code, out.strip()) == (0, "(none)")
+
+
+def test_the_same_idempotency_key_registers_once(cli: Cli, model_file: Path) -> None:
+    uploaded = cli.json("upload", "exp1", "run1", str(model_file))
+    args = ("register", "exp1", uploaded["runArtifactId"], "--by", "alice", "--idempotency-key", "job-42")
+    assert cli.json(*args) == cli.json(*args)
+    assert len(cli.json("versions", "exp1")) == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("register", "exp1", "nope", "--by", "alice"), "runArtifactId 'nope' is malformed (HTTP 400)"),
+        (("show", "exp1", "3"), "experiment 'exp1' has no version 3 (HTTP 404)"),
+        (("show", "exp1", "three"), "version 'three' is invalid"),
+        (("deploy", "exp1", "x", "prod", "--by", "a"), "version 'x' must be a positive integer"),
+        (("deploy", "exp1", "1", "Prod", "--by", "a"), "target 'Prod' is invalid"),
+        (("versions", "bad id"), "experimentId 'bad id' is invalid"),
+        (("rollback", "exp1", "production", "--by", "a"), "nothing of experiment 'exp1' is deployed"),
+        (("upload", "exp1", "run1", "/nonexistent/file.bin"), "/nonexistent/file.bin is not a readable file"),
+        (("download", "exp1", "1", "/tmp"), "experiment 'exp1' has no version 1 (HTTP 404)"),
+    ],
+)
+def test_errors_exit_non_zero_with_one_line(cli: Cli, args: tuple[str, ...], message: str) -> None:
+    code, out, err = cli(*args)
+    assert code == 1
+    assert out == ""
+    assert err.count("\n") == 1 and err.startswith("modelrepo: error: ")
+    assert message in err
+
+
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [("../escape.bin", "'..' path segment"), ("a\\b.bin", "backslash"), ("bell\x07", "control character")],
+)
+def test_upload_refuses_bad_names_and_writes_nothing(cli: Cli, model_file: Path, name: str, problem: str) -> None:
+    code, _, err = cli("upload", "exp1", "run1", str(model_file), "--name", name)
+    assert code == 1 and problem in err
+    written = (
+        [p for p in (cli.root / "artifacts").rglob("*") if p.is_file()] if (cli.root / "artifacts").exists() else []
+    )
+    assert written == []
+
+
+def test_download_refuses_to_overwrite_without_force(cli: Cli, model_file: Path, tmp_path: Path) -> None:
+    uploaded = cli.json("upload", "exp1", "run1", str(model_file))
+    cli.json("register", "exp1", uploaded["runArtifactId"], "--by", "alice")
+    target = tmp_path / "existing.bin"
+    target.write_bytes(b"keep me")
+    code, _, err = cli("download", "exp1", "1", str(target))
+    assert code == 1 and "--force" in err
+    assert target.read_bytes() == b"keep me"
+    assert cli.json("download", "exp1", "1", str(target), "--force")["size"] == model_file.stat().st_size
+
+
+def test_upload_with_url_is_refused(cli: Cli, model_file: Path) -> None:
+    code, _, err = cli("upload", "exp1", "run1", str(model_file), "--url", "http://127.0.0.1:9")
+    assert code == 1 and "without --url" in err
+
+
+def test_unreachable_service_is_a_clear_error(cli: Cli) -> None:
+    code, _, err = cli("versions", "exp1", "--url", "http://127.0.0.1:9")
+    assert code == 1 and "cannot reach http://127.0.0.1:9" in err
