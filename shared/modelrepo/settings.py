@@ -19,7 +19,7 @@ DEFAULT_PORT = 7071
 class LocalSettings(BaseModel):
     """Settings of the embedded runtime and the CLI."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
 
     root: Path = DEFAULT_ROOT
     host: str = "127.0.0.1"

@@ -147,3 +147,12 @@ def test_upload_with_url_is_refused(cli: Cli, model_file: Path) -> None:
 def test_unreachable_service_is_a_clear_error(cli: Cli) -> None:
     code, _, err = cli("versions", "exp1", "--url", "http://127.0.0.1:9")
     assert code == 1 and "cannot reach http://127.0.0.1:9" in err
+
+
+def test_the_default_root_is_under_the_home_folder(tmp_path: Path) -> None:
+    from modelrepo.settings import LocalSettings
+
+    home = Path("~").expanduser()
+    assert LocalSettings.from_environment({}).root == home / ".mlops" / "model-repository"
+    assert LocalSettings.from_environment({"MODELREPO_ROOT": str(tmp_path)}).root == tmp_path
+    assert LocalSettings.from_environment({"MODELREPO_ROOT": str(tmp_path)}, root="elsewhere").root.name == "elsewhere"
