@@ -142,16 +142,16 @@ def test_with_an_api_key_every_route_but_health_needs_it(served_with_key: Served
     assert served.request("POST", "/api/register", body).status == 201
 
 
-def test_binding_beyond_loopback_without_a_key_is_refused(tmp_path: Path) -> None:
+def run_modelrepo(*args: str) -> subprocess.CompletedProcess[str]:
+    """The installed CLI in its own process, with no MODELREPO_* settings leaking in."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODELREPO_")}
-    result = subprocess.run(
-        [sys.executable, "-m", "modelrepo.cli", "serve", "--root", str(tmp_path), "--host", "0.0.0.0", "--port", "0"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env=env,
-        check=False,
+    return subprocess.run(
+        [sys.executable, "-m", "modelrepo.cli", *args], capture_output=True, text=True, timeout=30, env=env, check=False
     )
+
+
+def test_binding_beyond_loopback_without_a_key_is_refused(tmp_path: Path) -> None:
+    result = run_modelrepo("serve", "--root", str(tmp_path), "--host", "0.0.0.0", "--port", "0")
     assert result.returncode == 1
     assert "refusing to listen on 0.0.0.0 without an API key" in result.stderr
 
@@ -159,25 +159,11 @@ def test_binding_beyond_loopback_without_a_key_is_refused(tmp_path: Path) -> Non
 def test_the_cli_talks_to_a_running_service(served: Served) -> None:
     served.drop("exp1/run1/model.bin", MODEL)
     [artifact] = wait_for(lambda: artifacts_of(served, "run1"), timeout=2.0)
-    cli = [sys.executable, "-m", "modelrepo.cli"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELREPO_")}
-    registered = subprocess.run(
-        [*cli, "register", "exp1", str(artifact["runArtifactId"]), "--by", "alice", "--url", served.url, "--json"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env=env,
-        check=False,
+    registered = run_modelrepo(
+        "register", "exp1", str(artifact["runArtifactId"]), "--by", "alice", "--url", served.url, "--json"
     )
     assert registered.returncode == 0, registered.stderr
     assert '"version": 1' in registered.stdout
-    missing = subprocess.run(
-        [*cli, "show", "exp1", "7", "--url", served.url],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env=env,
-        check=False,
-    )
+    missing = run_modelrepo("show", "exp1", "7", "--url", served.url)
     assert missing.returncode == 1
     assert missing.stderr.strip() == "modelrepo: error: experiment 'exp1' has no version 7 (HTTP 404)"
