@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Any, BinaryIO, TypeVar
+from typing import Any, BinaryIO, Generic, TypeVar
 from urllib.parse import quote, unquote
 
 from pydantic import BaseModel, Field, ValidationError
@@ -31,16 +31,22 @@ from modelrepo.errors import (
 )
 from modelrepo.model import (
     Actor,
+    AuditEntry,
+    Deployment,
     Description,
     ExperimentId,
+    Page,
     Record,
     RegisteredModel,
+    Rejection,
+    RunArtifact,
+    RunArtifactId,
     TagValue,
     Target,
     Version,
 )
 from modelrepo.ports import iter_chunks
-from modelrepo.service import DEFAULT_PAGE, ModelRepository
+from modelrepo.service import DEFAULT_PAGE, DeploymentHistory, ModelRepository
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +113,7 @@ def problem(status: int, detail: str, headers: dict[str, str] | None = None) -> 
 
 class RegisterBody(Record):
     experiment_id: ExperimentId
-    run_artifact_id: str = Field(min_length=1, max_length=300)
+    run_artifact_id: RunArtifactId = Field(max_length=300)
     registered_by: Actor
     description: Description | None = None
 
@@ -139,11 +145,16 @@ Handler = Callable[["Api", dict[str, str], Request], Response]
 
 @dataclass(frozen=True)
 class Route:
+    """One operation: how it is matched, what it accepts and what it answers (for OpenAPI too)."""
+
     method: str
     template: str
     handler: Handler
+    summary: str
     body: type[BaseModel] | None = None
-    summary: str = ""
+    answer: type[BaseModel] | None = None  # None: the body is bytes (a download)
+    status: int = 200
+    query: tuple[str, ...] = ()
 
     @property
     def pattern(self) -> re.Pattern[str]:
@@ -177,6 +188,7 @@ def _limit(request: Request) -> int:
 
 
 B = TypeVar("B", bound=BaseModel)
+M = TypeVar("M", bound=BaseModel)
 
 
 def _parse(request: Request, schema: type[B]) -> B:
@@ -258,6 +270,11 @@ class Api:
 
     def health(self, params: dict[str, str], request: Request) -> Response:
         return json_response(200, Health(status="ok").to_json())
+
+    def openapi(self, params: dict[str, str], request: Request) -> Response:
+        from modelrepo.openapi import openapi_document
+
+        return json_response(200, openapi_document())
 
     def run_artifacts(self, params: dict[str, str], request: Request) -> Response:
         items = self.repository.list_run_artifacts(params["runId"])
@@ -388,42 +405,83 @@ def describe_validation_error(error: ValidationError) -> str:
     return "; ".join(parts)
 
 
+class Items(Record, Generic[M]):
+    """A complete (unpaged) list."""
+
+    items: list[M]
+
+
+PAGED = ("limit", "cursor")
+EXPERIMENT = "/api/experiments/{experimentId}"
+VERSION = EXPERIMENT + "/models/{version}"
+
 ROUTES: tuple[Route, ...] = (
-    Route("GET", "/api/health", Api.health, summary="Liveness; needs no credentials"),
-    Route("GET", "/api/runs/{runId}/artifacts", Api.run_artifacts, summary="Current artifacts of a run"),
-    Route("GET", "/api/runs/{runId}/audit", Api.run_audit, summary="Audit trail of a run's uploads"),
-    Route("GET", "/api/artifacts/{runArtifactId}", Api.artifact, summary="One run artifact"),
-    Route("GET", "/api/rejections", Api.rejections, summary="Uploads that could not be recorded"),
-    Route("POST", "/api/register", Api.register, RegisterBody, "Register a run artifact as a new version"),
-    Route("GET", "/api/experiments/{experimentId}/models", Api.models, summary="Versions, newest first"),
-    Route("GET", "/api/experiments/{experimentId}/models/latest", Api.latest_model, summary="Newest version"),
-    Route("GET", "/api/experiments/{experimentId}/models/{version}", Api.model, summary="One version"),
+    Route("GET", "/api/health", Api.health, "Liveness; needs no credentials", answer=Health),
+    Route("GET", "/api/openapi.json", Api.openapi, "This document", answer=None),
     Route(
-        "GET",
-        "/api/experiments/{experimentId}/models/{version}/download",
-        Api.download,
-        summary="The pinned bytes of a version",
-    ),
-    Route("PUT", "/api/experiments/{experimentId}/models/{version}/tags/{key}", Api.put_tag, TagBody, "Set a tag"),
-    Route(
-        "DELETE", "/api/experiments/{experimentId}/models/{version}/tags/{key}", Api.delete_tag, summary="Remove a tag"
-    ),
-    Route("POST", "/api/experiments/{experimentId}/deployments", Api.deploy, DeployBody, "Deploy a version"),
-    Route(
-        "GET", "/api/experiments/{experimentId}/deployments", Api.deployments, summary="Current deployment per target"
+        "GET", "/api/runs/{runId}/artifacts", Api.run_artifacts, "Current artifacts of a run", answer=Items[RunArtifact]
     ),
     Route(
         "GET",
-        "/api/experiments/{experimentId}/deployments/{target}",
-        Api.deployment_history,
-        summary="Current deployment of a target and its history",
+        "/api/runs/{runId}/audit",
+        Api.run_audit,
+        "Audit trail of a run's uploads",
+        answer=Page[AuditEntry],
+        query=PAGED,
+    ),
+    Route("GET", "/api/artifacts/{runArtifactId}", Api.artifact, "One run artifact", answer=RunArtifact),
+    Route(
+        "GET",
+        "/api/rejections",
+        Api.rejections,
+        "Uploads that could not be recorded",
+        answer=Page[Rejection],
+        query=PAGED,
     ),
     Route(
         "POST",
-        "/api/experiments/{experimentId}/deployments/{target}/rollback",
-        Api.rollback,
-        RollbackBody,
-        "Deploy again the version before the current one",
+        "/api/register",
+        Api.register,
+        "Register a run artifact as the next version",
+        RegisterBody,
+        RegisteredModel,
+        201,
     ),
-    Route("GET", "/api/experiments/{experimentId}/audit", Api.experiment_audit, summary="Audit trail of an experiment"),
+    Route(
+        "GET", EXPERIMENT + "/models", Api.models, "Versions, newest first", answer=Page[RegisteredModel], query=PAGED
+    ),
+    Route("GET", EXPERIMENT + "/models/latest", Api.latest_model, "The newest version", answer=RegisteredModel),
+    Route("GET", VERSION, Api.model, "One version", answer=RegisteredModel),
+    Route("GET", VERSION + "/download", Api.download, "The pinned bytes of a version", answer=None),
+    Route("PUT", VERSION + "/tags/{key}", Api.put_tag, "Set a tag", TagBody, RegisteredModel),
+    Route("DELETE", VERSION + "/tags/{key}", Api.delete_tag, "Remove a tag", answer=RegisteredModel, query=("by",)),
+    Route("POST", EXPERIMENT + "/deployments", Api.deploy, "Deploy a version to a target", DeployBody, Deployment, 201),
+    Route(
+        "GET", EXPERIMENT + "/deployments", Api.deployments, "Current deployment per target", answer=Items[Deployment]
+    ),
+    Route(
+        "GET",
+        EXPERIMENT + "/deployments/{target}",
+        Api.deployment_history,
+        "Current deployment of a target and its history",
+        answer=DeploymentHistory,
+        query=PAGED,
+    ),
+    Route(
+        "POST",
+        EXPERIMENT + "/deployments/{target}/rollback",
+        Api.rollback,
+        "Deploy again the version that was current before",
+        RollbackBody,
+        Deployment,
+        201,
+    ),
+    Route(
+        "GET",
+        EXPERIMENT + "/audit",
+        Api.experiment_audit,
+        "Audit trail of an experiment",
+        answer=Page[AuditEntry],
+        query=PAGED,
+    ),
 )

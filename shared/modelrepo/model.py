@@ -8,13 +8,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
 from pydantic.alias_generators import to_camel
 
 from modelrepo.errors import InvalidInput
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 TARGET_PATTERN = re.compile(r"[a-z][a-z0-9-]{0,31}")
+# `<runId>~<26 base32 characters>`: locates the artifact's row without another lookup.
+RUN_ARTIFACT_ID_PATTERN = re.compile(ID_PATTERN.pattern + r"~[a-z2-7]{26}")
 TAG_KEY_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 MAX_NAME_BYTES = 1024
 MAX_ACTOR_CHARS = 128
@@ -143,16 +145,40 @@ class ArtifactKey:
         return cls(check_experiment_id(experiment_id), check_run_id(run_id), check_artifact_name(name))
 
 
-def _checked(check: Any) -> Any:
-    return AfterValidator(check)
+def _text_pattern(*, one_line: bool, required: bool) -> str:
+    """The JSON Schema pattern of the text `_check_text` accepts (escapes, so ASCII-only source)."""
+    controls = "\\x00-\\x1f" if one_line else "\\x00-\\x08\\x0b-\\x1f"
+    bidi = "".join(f"\\u{ord(c):04x}" for c in sorted(BIDI_CONTROLS))
+    forbidden = f"{controls}\\x7f-\\x9f{bidi}"
+    if not required:
+        return f"^[^{forbidden}]*$"
+    return f"^[^{forbidden}]*[^\\s{forbidden}][^{forbidden}]*$"
 
 
-ExperimentId = Annotated[str, _checked(check_experiment_id)]
-RunId = Annotated[str, _checked(check_run_id)]
-Target = Annotated[str, _checked(check_target)]
-Actor = Annotated[str, _checked(check_actor)]
-Description = Annotated[str, _checked(check_description)]
-TagValue = Annotated[str, _checked(check_tag_value)]
+def _string(**schema: Any) -> WithJsonSchema:
+    """What the checks enforce, stated for OpenAPI (the checks themselves give the error text)."""
+    return WithJsonSchema({"type": "string", **schema})
+
+
+ExperimentId = Annotated[str, AfterValidator(check_experiment_id), _string(pattern=f"^{ID_PATTERN.pattern}$")]
+RunId = Annotated[str, AfterValidator(check_run_id), _string(pattern=f"^{ID_PATTERN.pattern}$")]
+RunArtifactId = Annotated[str, _string(pattern=f"^{RUN_ARTIFACT_ID_PATTERN.pattern}$", maxLength=300)]
+Target = Annotated[str, AfterValidator(check_target), _string(pattern=f"^{TARGET_PATTERN.pattern}$")]
+Actor = Annotated[
+    str,
+    AfterValidator(check_actor),
+    _string(minLength=1, maxLength=MAX_ACTOR_CHARS, pattern=_text_pattern(one_line=True, required=True)),
+]
+Description = Annotated[
+    str,
+    AfterValidator(check_description),
+    _string(maxLength=MAX_DESCRIPTION_CHARS, pattern=_text_pattern(one_line=False, required=False)),
+]
+TagValue = Annotated[
+    str,
+    AfterValidator(check_tag_value),
+    _string(maxLength=MAX_TAG_VALUE_CHARS, pattern=_text_pattern(one_line=False, required=False)),
+]
 Version = Annotated[int, Field(ge=1, le=9_999_999_999)]
 
 

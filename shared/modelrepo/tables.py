@@ -18,7 +18,7 @@ import os
 import time
 
 from modelrepo.errors import InvalidInput
-from modelrepo.model import check_run_id
+from modelrepo.model import RUN_ARTIFACT_ID_PATTERN
 
 MAX_NUMBER = 9_999_999_999
 
@@ -93,13 +93,9 @@ def run_artifact_id(experiment_id: str, run_id: str, name: str, etag: str) -> st
 
 def locate_run_artifact(artifact_id: str) -> tuple[str, str]:
     """(partition, row) of a runArtifactId, or InvalidInput if it is not one of ours."""
-    run_id, sep, fingerprint = artifact_id.rpartition("~")
-    if not sep or len(fingerprint) != 26 or not fingerprint.isalnum() or not fingerprint.islower():
+    if not isinstance(artifact_id, str) or not RUN_ARTIFACT_ID_PATTERN.fullmatch(artifact_id):
         raise InvalidInput(f"runArtifactId {artifact_id!r} is malformed")
-    try:
-        check_run_id(run_id)
-    except InvalidInput:
-        raise InvalidInput(f"runArtifactId {artifact_id!r} is malformed") from None
+    run_id, _, fingerprint = artifact_id.rpartition("~")
     return run_partition(run_id), ARTIFACT_PREFIX + fingerprint
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 import logging
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from modelrepo.api import Api, Request, Response, problem
@@ -41,10 +42,11 @@ class _RequestHandler(BaseHTTPRequestHandler):
     server: ApiServer
     timeout = 60
 
-    def do_GET(self) -> None:
-        self._dispatch()
-
-    do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = do_GET  # noqa: N815 - stdlib naming
+    def __getattr__(self, name: str) -> Any:
+        """Every method (`do_GET`, `do_TRACE`, …) goes to the API, which answers 405 where it must."""
+        if name.startswith("do_"):
+            return self._dispatch
+        raise AttributeError(name)
 
     def _dispatch(self) -> None:
         url = urlsplit(self.path)
