@@ -1,0 +1,139 @@
+"""A concurrent registration storm with injected faults, checked like Jepsen checks a counter.
+
+Every operation is recorded as ok (with the version it was told), failed (a clean error), or
+unknown (it gave up after a write whose outcome it could not learn). The checker then demands of
+every experiment: versions form exactly 1..N with no duplicate; every ok answer names a row that is
+that operation's own registration; no operation registered twice; an unknown operation resolved to
+at most one version; a failed operation left nothing behind. Runs on every MetadataStore backend.
+"""
+
+from __future__ import annotations
+
+import io
+import random
+import threading
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from modelrepo.adapters.memory import MemoryArtifactStore
+from modelrepo.errors import Busy, ConditionFailed, OutcomeUnknown, Throttled
+from modelrepo.events import ObjectCreated
+from modelrepo.ports import MetadataStore, Write
+from modelrepo.retry import RetryPolicy
+from modelrepo.service import ModelRepository
+from tests.fixtures.faults import FaultyMetadataStore
+
+EXPERIMENTS = ("exp-a", "exp-b", "exp-c")
+OPERATIONS = 72
+THREADS = 12
+
+
+@dataclass
+class Op:
+    name: str
+    experiment: str
+    artifact_id: str
+    idempotency_key: str | None
+    outcome: str = "pending"  # ok | failed | unknown
+    version: int | None = None
+
+
+class Chaos:
+    """Fails some transactions the ways a cloud does: refused, throttled, lost after commit, lost before."""
+
+    def __init__(self, seed: int) -> None:
+        self.random = random.Random(seed)
+        self.lock = threading.Lock()
+        self.injected: Counter[str] = Counter()
+        self.ambiguous: set[str] = set()  # operations that saw an unknown outcome
+
+    def __call__(self, writes: Sequence[Write], inner: MetadataStore) -> None:
+        with self.lock:
+            roll = self.random.random()
+        actor = _actor_of(writes)
+        if roll < 0.10:
+            self.injected["conflict"] += 1
+            raise ConditionFailed("injected conflict")
+        if roll < 0.18:
+            self.injected["throttle"] += 1
+            raise Throttled("injected throttling")
+        if roll < 0.26:
+            self.injected["lost-before-commit"] += 1
+            self.ambiguous.add(actor)
+            raise OutcomeUnknown("injected: request lost before it reached the store")
+        inner.transact(writes)
+        if roll < 0.36:
+            self.injected["lost-after-commit"] += 1
+            self.ambiguous.add(actor)
+            raise OutcomeUnknown("injected: response lost after the commit")
+
+
+def _actor_of(writes: Sequence[Write]) -> str:
+    for write in writes:
+        data = getattr(write, "data", {})
+        if "model" in data:
+            return str(data["model"]["registeredBy"])
+    return ""
+
+
+def test_a_faulty_registration_storm_keeps_every_counter_promise(metadata_store: MetadataStore) -> None:
+    chaos = Chaos(seed=20261127)
+    faulty = FaultyMetadataStore(inner=metadata_store)
+    retry = RetryPolicy(base_seconds=0.002, cap_seconds=0.05, deadline_seconds=30)
+    repo = ModelRepository(MemoryArtifactStore(), faulty, retry=retry)
+
+    artifact_ids: dict[str, str] = {}
+    for n, experiment in enumerate(EXPERIMENTS):
+        info = repo.artifacts.put(f"{experiment}/run-{n}/model.bin", io.BytesIO(f"model {n}".encode()))
+        result = repo.record_artifact(ObjectCreated.from_object(info, "storm"))
+        assert result.artifact is not None
+        artifact_ids[experiment] = result.artifact.run_artifact_id
+
+    ops = [
+        Op(
+            name=f"op{i:03d}",
+            experiment=EXPERIMENTS[i % len(EXPERIMENTS)],
+            artifact_id=artifact_ids[EXPERIMENTS[i % len(EXPERIMENTS)]],
+            idempotency_key=f"key-{i}" if i % 4 == 0 else None,
+        )
+        for i in range(OPERATIONS)
+    ]
+    faulty.fault = chaos
+
+    def run(op: Op) -> None:
+        try:
+            model = repo.register_model(op.experiment, op.artifact_id, op.name, idempotency_key=op.idempotency_key)
+        except Busy:
+            op.outcome = "unknown" if op.name in chaos.ambiguous else "failed"
+            return
+        op.outcome, op.version = "ok", model.version
+
+    with ThreadPoolExecutor(max_workers=THREADS) as pool:
+        list(pool.map(run, ops))
+    faulty.fault = None
+
+    # The faults really happened, of every kind.
+    assert set(chaos.injected) == {"conflict", "throttle", "lost-before-commit", "lost-after-commit"}, chaos.injected
+    assert all(op.outcome != "pending" for op in ops)
+
+    by_op: dict[str, list[tuple[str, int]]] = defaultdict(list)
+    for experiment in EXPERIMENTS:
+        rows = repo.list_models(experiment, limit=1000).items
+        numbers = sorted(m.version for m in rows)
+        assert numbers == list(range(1, len(numbers) + 1)), f"{experiment}: {numbers}"  # gapless, no duplicate
+        for model in rows:
+            by_op[model.registered_by].append((experiment, model.version))
+            assert model.run_artifact_id == artifact_ids[experiment]
+
+    for op in ops:
+        registered = by_op.get(op.name, [])
+        if op.outcome == "ok":
+            assert registered == [(op.experiment, op.version)], f"{op.name} answered {op.version}, rows {registered}"
+        elif op.outcome == "unknown":
+            assert len(registered) <= 1, f"{op.name} registered {registered}"
+        else:
+            assert registered == [], f"{op.name} failed but registered {registered}"
+    ok = sum(op.outcome == "ok" for op in ops)
+    assert ok >= OPERATIONS * 0.9, Counter(op.outcome for op in ops)
