@@ -74,9 +74,10 @@ CLIENT_OPTIONS: dict[str, Any] = {
     "read_timeout": 60,
 }
 # A Table string property holds at most 64 KiB (32 Ki UTF-16 units); documents are ASCII JSON
-# split over properties doc, doc1, doc2 ... of this many characters (an entity holds 1 MiB).
+# split over properties doc, doc1, doc2 ... of this many characters; 16 of them stay under the
+# 1 MiB an entity may hold.
 CHUNK_CHARS = 30_000
-MAX_CHUNKS = 30
+MAX_CHUNKS = 16
 REGISTRY_PREFIX = "sha256/"
 COPY_POLL_SECONDS = (0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 COPY_DEADLINE_SECONDS = 600.0
@@ -159,7 +160,7 @@ def _storage_errors(doing: str, *, write: bool = False) -> Iterator[None]:
         raise Throttled(f"{doing}: no answer from storage ({type(error).__name__})") from None
     except HttpResponseError as error:
         status = error.status_code or 0
-        described = f"{status} {getattr(error, 'error_code', None) or ''}".strip()
+        described = f"{status} {_error_code(error)}".strip()
         if status in (429, 503):
             raise Throttled(f"{doing}: storage is busy ({described})") from None
         if status >= 500:
@@ -169,8 +170,14 @@ def _storage_errors(doing: str, *, write: bool = False) -> Iterator[None]:
         raise StorageError(f"{doing}: storage refused with {described}") from None
 
 
+def _error_code(error: HttpResponseError) -> str:
+    """The service's error code ('TableNotFound'); the SDKs give it as a str enum or a str."""
+    code = getattr(error, "error_code", None)
+    return str(getattr(code, "value", code) or "")
+
+
 def _is_missing_table(error: HttpResponseError) -> bool:
-    return str(getattr(error, "error_code", None) or "") == "TableNotFound"
+    return _error_code(error) == "TableNotFound"
 
 
 class AzureTableMetadataStore(MetadataStore):
