@@ -121,6 +121,16 @@ def _check_key(key: str) -> str:
     return key
 
 
+def _prefix_end(prefix: str) -> str | None:
+    """The smallest key above every key that starts with `prefix`, in printable ASCII.
+
+    '~' is the largest character of the core's alphabet, so 'ver~' ends below 'ves'; a prefix of
+    only '~' has no end.
+    """
+    stem = prefix.rstrip("~")
+    return stem[:-1] + chr(ord(stem[-1]) + 1) if stem else None
+
+
 def _entity(partition: str, row: str, data: Mapping[str, Any]) -> dict[str, Any]:
     text = json.dumps(data, ensure_ascii=True, separators=(",", ":"))
     chunks = [text[i : i + CHUNK_CHARS] for i in range(0, len(text), CHUNK_CHARS)] or [""]
@@ -204,9 +214,11 @@ class AzureTableMetadataStore(MetadataStore):
         conditions = ["PartitionKey eq @partition"]
         parameters = {"partition": _check_key(partition)}
         if prefix:
-            # Keys use only characters up to '~', so every key with the prefix sorts below `end`.
-            conditions += ["RowKey ge @prefix", "RowKey lt @end"]
-            parameters |= {"prefix": _check_key(prefix), "end": prefix[:-1] + chr(ord(prefix[-1]) + 1)}
+            conditions.append("RowKey ge @prefix")
+            parameters["prefix"] = _check_key(prefix)
+            if end := _prefix_end(prefix):
+                conditions.append("RowKey lt @end")
+                parameters["end"] = end
         if after is not None:
             conditions.append("RowKey gt @after")
             parameters["after"] = _check_key(after)
