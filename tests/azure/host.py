@@ -26,6 +26,7 @@ from urllib.parse import unquote, urlencode, urlsplit
 
 import azure.functions as func
 from azure.core import MatchConditions
+from azure.core.exceptions import ResourceNotFoundError
 from azure.functions.blob import BlobConverter
 from azure.functions.meta import Datum
 from azure.storage.blob import BlobServiceClient
@@ -143,7 +144,7 @@ class BlobTriggerHost:
         blob = self.service.get_blob_client(container, name)
         try:
             properties = blob.get_blob_properties()
-        except Exception:
+        except ResourceNotFoundError:
             return None
         data = blob.download_blob(etag=properties.etag, match_condition=MatchConditions.IfNotModified).readall()
         # The worker builds the InputStream from the host's trigger metadata with BlobConverter.
