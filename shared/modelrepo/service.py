@@ -174,13 +174,14 @@ class ModelRepository:
         raise AssertionError("unreachable: the retry policy raises Busy")
 
     def _is_newer(self, event: ObjectCreated, current: Item) -> bool:
-        recorded = current.data["artifact"]
-        return happened_after(
-            event.sequencer,
-            event.uploaded_at,
-            current.data.get("sequencer"),
-            datetime.fromisoformat(recorded["uploadedAt"]),
-        )
+        recorded_sequencer = current.data.get("sequencer")
+        recorded_at = datetime.fromisoformat(current.data["artifact"]["uploadedAt"])
+        if not (event.sequencer and recorded_sequencer) and event.uploaded_at == recorded_at:
+            # Without sequencers, timestamps (Last-Modified has one-second resolution) cannot order
+            # two uploads of the same second: the version the store still holds is the newer one.
+            head = self.artifacts.head(event.key)
+            return head is not None and head.etag == event.etag
+        return happened_after(event.sequencer, event.uploaded_at, recorded_sequencer, recorded_at)
 
     def _digest(self, key: str, etag: str) -> tuple[str, int]:
         """sha256 and size of exactly version `etag`, streamed in constant memory."""

@@ -1,0 +1,446 @@
+// modelrepo on Azure: storage (uploads, registry, dead letters, metadata table), a Flex Consumption
+// Python Function App with a user-assigned managed identity, Application Insights, and the Event
+// Grid system topic whose subscription feeds the blob trigger.
+//
+// Deploy in two passes (the blob trigger's webhook key exists only once the code is published):
+//   az deployment group create -g <rg> -f infra/main.bicep
+//   func azure functionapp publish <functionAppName> --python
+//   az deployment group create -g <rg> -f infra/main.bicep -p subscribeToUploads=true
+
+@description('Region of every resource.')
+param location string = resourceGroup().location
+
+@description('Prefix of resource names.')
+@minLength(3)
+@maxLength(11)
+param baseName string = 'modelrepo'
+
+@description('Storage redundancy: zone-redundant, geo-replicated by default.')
+@allowed(['Standard_ZRS', 'Standard_GZRS', 'Standard_RAGZRS'])
+param storageSku string = 'Standard_GZRS'
+
+@description('Most instances the Flex Consumption plan may scale out to.')
+@minValue(1)
+@maxValue(1000)
+param maximumInstanceCount int = 40
+
+@description('Create the Event Grid subscription; set true after the code is published.')
+param subscribeToUploads bool = false
+
+var suffix = uniqueString(resourceGroup().id, baseName)
+var uploadsContainer = 'uploads'
+var registryContainer = 'registry'
+var deadLetterContainer = 'deadletter'
+var packageContainer = 'app-package'
+var metadataTable = 'modelrepo'
+var functionAppName = '${baseName}-${suffix}'
+
+// Built-in role definition ids (https://learn.microsoft.com/azure/role-based-access-control/built-in-roles).
+var roles = {
+  blobDataOwner: 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
+  blobDataContributor: 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
+  queueDataContributor: '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
+  tableDataContributor: '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
+  monitoringMetricsPublisher: '3913510d-42f4-4e42-8a64-420c390055eb'
+}
+
+resource logs 'Microsoft.OperationalInsights/workspaces@2023-09-01' = {
+  name: 'log-${functionAppName}'
+  location: location
+  properties: {
+    sku: {
+      name: 'PerGB2018'
+    }
+    retentionInDays: 30
+  }
+}
+
+resource insights 'Microsoft.Insights/components@2020-02-02' = {
+  name: 'appi-${functionAppName}'
+  location: location
+  kind: 'web'
+  properties: {
+    Application_Type: 'web'
+    WorkspaceResourceId: logs.id
+    DisableLocalAuth: true
+  }
+}
+
+resource identity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
+  name: 'id-${functionAppName}'
+  location: location
+}
+
+resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
+  // checkov:skip=CKV_AZURE_35: the Flex Consumption app (no VNet here) and Event Grid reach storage over its public endpoint; every request needs an Entra token (shared keys are off)
+  // checkov:skip=CKV_AZURE_59: same reason; anonymous blob access stays off (allowBlobPublicAccess: false)
+  // checkov:skip=CKV_AZURE_43: the name is 'st' + uniqueString() (13 lower-case letters and digits), which checkov cannot evaluate
+  name: 'st${suffix}'
+  location: location
+  kind: 'StorageV2'
+  sku: {
+    name: storageSku
+  }
+  properties: {
+    accessTier: 'Hot'
+    allowBlobPublicAccess: false
+    allowSharedKeyAccess: false
+    allowCrossTenantReplication: false
+    defaultToOAuthAuthentication: true
+    minimumTlsVersion: 'TLS1_2'
+    supportsHttpsTrafficOnly: true
+    publicNetworkAccess: 'Enabled'
+    networkAcls: {
+      bypass: 'AzureServices'
+      defaultAction: 'Allow'
+    }
+    encryption: {
+      keySource: 'Microsoft.Storage'
+      requireInfrastructureEncryption: true
+      services: {
+        blob: {
+          enabled: true
+          keyType: 'Account'
+        }
+        file: {
+          enabled: true
+          keyType: 'Account'
+        }
+        queue: {
+          enabled: true
+          keyType: 'Account'
+        }
+        table: {
+          enabled: true
+          keyType: 'Account'
+        }
+      }
+    }
+  }
+}
+
+resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01' = {
+  parent: storage
+  name: 'default'
+  properties: {
+    deleteRetentionPolicy: {
+      enabled: true
+      days: 7
+    }
+    containerDeleteRetentionPolicy: {
+      enabled: true
+      days: 7
+    }
+  }
+}
+
+resource containers 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = [
+  for name in [uploadsContainer, registryContainer, packageContainer]: {
+    parent: blobService
+    name: name
+    properties: {
+      publicAccess: 'None'
+    }
+  }
+]
+
+resource deadLetters 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+  parent: blobService
+  name: deadLetterContainer
+  properties: {
+    publicAccess: 'None'
+  }
+}
+
+resource queueService 'Microsoft.Storage/storageAccounts/queueServices@2023-05-01' = {
+  parent: storage
+  name: 'default'
+}
+
+resource tableService 'Microsoft.Storage/storageAccounts/tableServices@2023-05-01' = {
+  parent: storage
+  name: 'default'
+}
+
+resource table 'Microsoft.Storage/storageAccounts/tableServices/tables@2023-05-01' = {
+  parent: tableService
+  name: metadataTable
+}
+
+// Storage logs (reads, writes, deletes) of the blob, queue and table services go to the workspace.
+resource blobDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'to-log-analytics'
+  scope: blobService
+  properties: {
+    workspaceId: logs.id
+    logs: [
+      {
+        category: 'StorageRead'
+        enabled: true
+      }
+      {
+        category: 'StorageWrite'
+        enabled: true
+      }
+      {
+        category: 'StorageDelete'
+        enabled: true
+      }
+    ]
+  }
+}
+
+resource queueDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'to-log-analytics'
+  scope: queueService
+  properties: {
+    workspaceId: logs.id
+    logs: [
+      {
+        category: 'StorageRead'
+        enabled: true
+      }
+      {
+        category: 'StorageWrite'
+        enabled: true
+      }
+      {
+        category: 'StorageDelete'
+        enabled: true
+      }
+    ]
+  }
+}
+
+resource tableDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'to-log-analytics'
+  scope: tableService
+  properties: {
+    workspaceId: logs.id
+    logs: [
+      {
+        category: 'StorageRead'
+        enabled: true
+      }
+      {
+        category: 'StorageWrite'
+        enabled: true
+      }
+      {
+        category: 'StorageDelete'
+        enabled: true
+      }
+    ]
+  }
+}
+
+resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
+  // checkov:skip=CKV_AZURE_225: Flex Consumption zone redundancy is available only in some regions; it is a per-deployment choice
+  name: 'plan-${functionAppName}'
+  location: location
+  kind: 'functionapp'
+  sku: {
+    name: 'FC1'
+    tier: 'FlexConsumption'
+  }
+  properties: {
+    reserved: true
+  }
+}
+
+resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
+  // checkov:skip=CKV_AZURE_222: the API (function keys) and Event Grid's webhook delivery to the blob trigger need a public endpoint
+  // checkov:skip=CKV_AZURE_17: callers authenticate with function keys; demanding client certificates would also refuse Event Grid's deliveries
+  // checkov:skip=CKV_AZURE_212: Flex Consumption scales out on demand from zero; always-ready instances are an opt-in cost
+  // checkov:skip=CKV_AZURE_213: Flex Consumption replaces unhealthy instances itself and has no App Service health-check probe; /api/health serves external monitors
+  name: functionAppName
+  location: location
+  kind: 'functionapp,linux'
+  identity: {
+    type: 'UserAssigned'
+    userAssignedIdentities: {
+      '${identity.id}': {}
+    }
+  }
+  properties: {
+    serverFarmId: plan.id
+    httpsOnly: true
+    publicNetworkAccess: 'Enabled'
+    functionAppConfig: {
+      deployment: {
+        storage: {
+          type: 'blobContainer'
+          value: '${storage.properties.primaryEndpoints.blob}${packageContainer}'
+          authentication: {
+            type: 'UserAssignedIdentity'
+            userAssignedIdentityResourceId: identity.id
+          }
+        }
+      }
+      scaleAndConcurrency: {
+        maximumInstanceCount: maximumInstanceCount
+        instanceMemoryMB: 2048
+      }
+      runtime: {
+        name: 'python'
+        version: '3.11'
+      }
+    }
+    siteConfig: {
+      minTlsVersion: '1.2'
+      ftpsState: 'Disabled'
+      http20Enabled: true
+      appSettings: [
+        // The host's own storage, through the managed identity: no account key anywhere.
+        {
+          name: 'AzureWebJobsStorage__accountName'
+          value: storage.name
+        }
+        {
+          name: 'AzureWebJobsStorage__credential'
+          value: 'managedidentity'
+        }
+        {
+          name: 'AzureWebJobsStorage__clientId'
+          value: identity.properties.clientId
+        }
+        // The connection the blob trigger and modelrepo's SDK clients share.
+        {
+          name: 'ModelRepoStorage__blobServiceUri'
+          value: storage.properties.primaryEndpoints.blob
+        }
+        {
+          name: 'ModelRepoStorage__queueServiceUri'
+          value: storage.properties.primaryEndpoints.queue
+        }
+        {
+          name: 'ModelRepoStorage__tableServiceUri'
+          value: storage.properties.primaryEndpoints.table
+        }
+        {
+          name: 'ModelRepoStorage__credential'
+          value: 'managedidentity'
+        }
+        {
+          name: 'ModelRepoStorage__clientId'
+          value: identity.properties.clientId
+        }
+        {
+          name: 'MODELREPO_UPLOADS_CONTAINER'
+          value: uploadsContainer
+        }
+        {
+          name: 'MODELREPO_REGISTRY_CONTAINER'
+          value: registryContainer
+        }
+        {
+          name: 'MODELREPO_TABLE'
+          value: metadataTable
+        }
+        {
+          name: 'APPLICATIONINSIGHTS_CONNECTION_STRING'
+          value: insights.properties.ConnectionString
+        }
+        {
+          name: 'APPLICATIONINSIGHTS_AUTHENTICATION_STRING'
+          value: 'ClientId=${identity.properties.clientId};Authorization=AAD'
+        }
+      ]
+    }
+  }
+  dependsOn: [
+    containers
+    deadLetters
+    table
+  ]
+}
+
+// --- role assignments of the app's identity -------------------------------------------------
+// Blob Data Owner and Queue Data Contributor on the account are what the Functions host needs for
+// AzureWebJobsStorage and for an identity-based blob trigger (receipts, its internal and poison
+// queues); the table role is scoped to the one table, telemetry to the one App Insights.
+
+resource appBlobOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(storage.id, identity.id, roles.blobDataOwner)
+  scope: storage
+  properties: {
+    principalId: identity.properties.principalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.blobDataOwner)
+  }
+}
+
+resource appQueueContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(storage.id, identity.id, roles.queueDataContributor)
+  scope: storage
+  properties: {
+    principalId: identity.properties.principalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.queueDataContributor)
+  }
+}
+
+resource appTableContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(table.id, identity.id, roles.tableDataContributor)
+  scope: table
+  properties: {
+    principalId: identity.properties.principalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.tableDataContributor)
+  }
+}
+
+resource appTelemetry 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(insights.id, identity.id, roles.monitoringMetricsPublisher)
+  scope: insights
+  properties: {
+    principalId: identity.properties.principalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.monitoringMetricsPublisher)
+  }
+}
+
+// --- Event Grid ---------------------------------------------------------------------------------
+
+resource uploadsTopic 'Microsoft.EventGrid/systemTopics@2022-06-15' = {
+  name: 'evgt-${functionAppName}'
+  location: location
+  identity: {
+    type: 'SystemAssigned'
+  }
+  properties: {
+    source: storage.id
+    topicType: 'Microsoft.Storage.StorageAccounts'
+  }
+}
+
+// Event Grid writes undeliverable events into the dead-letter container, and nowhere else.
+resource topicDeadLetterWriter 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(storage.id, uploadsTopic.id, deadLetterContainer, roles.blobDataContributor)
+  scope: deadLetters
+  properties: {
+    principalId: uploadsTopic.identity.principalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.blobDataContributor)
+  }
+}
+
+module uploadsSubscription 'modules/uploads-subscription.bicep' = if (subscribeToUploads) {
+  name: 'uploads-subscription'
+  params: {
+    systemTopicName: uploadsTopic.name
+    functionAppName: functionApp.name
+    functionName: 'record_upload'
+    uploadsContainer: uploadsContainer
+    storageAccountId: storage.id
+    deadLetterContainer: deadLetterContainer
+  }
+  dependsOn: [
+    topicDeadLetterWriter
+  ]
+}
+
+output functionAppName string = functionApp.name
+output apiBaseUrl string = 'https://${functionApp.properties.defaultHostName}/api'
+output storageAccountName string = storage.name
+output uploadsContainer string = uploadsContainer

@@ -1,0 +1,474 @@
+"""Azure adapters: AzureBlobArtifactStore (Blob Storage) and AzureTableMetadataStore (Table Storage).
+
+Only the primitives live here; every rule is in `modelrepo.service`. SDK errors are translated into
+`modelrepo.errors` at this boundary so that no handler ever sees an azure.* exception.
+
+Writes to Table Storage go out once (`retry_total=0`): the SDK would otherwise resend a batch
+after a 500/504 whose first attempt may have committed, and the 409/412 of the resend would look
+like a lost race. The core retries instead, and its request token recognises its own write.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from itertools import count, islice
+from typing import Any, BinaryIO, cast
+from urllib.parse import quote
+
+from azure.core import MatchConditions
+from azure.core.credentials import TokenCredential
+from azure.core.exceptions import (
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
+from azure.data.tables import TableClient, TableServiceClient, TableTransactionError, UpdateMode
+from azure.storage.blob import (
+    BlobClient,
+    BlobSasPermissions,
+    BlobServiceClient,
+    ContainerClient,
+    StorageStreamDownloader,
+    UserDelegationKey,
+    generate_blob_sas,
+)
+
+from modelrepo.errors import (
+    ConditionFailed,
+    ObjectChanged,
+    ObjectMissing,
+    OutcomeUnknown,
+    StorageError,
+    Throttled,
+)
+from modelrepo.ports import (
+    ArtifactStore,
+    Delete,
+    Item,
+    MetadataStore,
+    ObjectInfo,
+    ObjectListing,
+    ProgressCallback,
+    Write,
+    check_transaction,
+)
+
+# Blocks of 4 MiB: uploads above 4 MiB are staged block by block and committed at once, so readers
+# never see a partial object and memory stays bounded.
+BLOCK_BYTES = 4 * 1024 * 1024
+# The SDK's own retry policy and timeouts, for everything but table writes (see the module docstring).
+CLIENT_OPTIONS: dict[str, Any] = {
+    "retry_total": 4,
+    "retry_backoff_factor": 0.4,
+    "retry_backoff_max": 8,
+    "connection_timeout": 10,
+    "read_timeout": 60,
+}
+# A Table string property holds at most 64 KiB (32 Ki UTF-16 units); documents are ASCII JSON
+# split over properties doc, doc1, doc2 ... of this many characters; 16 of them stay under the
+# 1 MiB an entity may hold.
+CHUNK_CHARS = 30_000
+MAX_CHUNKS = 16
+REGISTRY_PREFIX = "sha256/"
+COPY_POLL_SECONDS = (0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+COPY_DEADLINE_SECONDS = 600.0
+
+
+@dataclass(frozen=True)
+class AzureStorage:
+    """The two SDK service clients of one storage account, built with the same policy."""
+
+    blobs: BlobServiceClient
+    tables: TableServiceClient
+
+    @classmethod
+    def from_connection_string(cls, connection_string: str) -> AzureStorage:
+        """For Azurite and development (`UseDevelopmentStorage=true` works too)."""
+        return cls(
+            BlobServiceClient.from_connection_string(connection_string, **_blob_options()),
+            TableServiceClient.from_connection_string(connection_string, **CLIENT_OPTIONS),
+        )
+
+    @classmethod
+    def from_identity(cls, blob_service_uri: str, table_service_uri: str, credential: TokenCredential) -> AzureStorage:
+        """For production: Entra ID tokens (managed identity), no account keys anywhere."""
+        return cls(
+            BlobServiceClient(blob_service_uri, credential=credential, **_blob_options()),
+            TableServiceClient(table_service_uri, credential=credential, **CLIENT_OPTIONS),
+        )
+
+
+def _blob_options() -> dict[str, Any]:
+    return {"max_single_put_size": BLOCK_BYTES, "max_block_size": BLOCK_BYTES, **CLIENT_OPTIONS}
+
+
+# --- MetadataStore -------------------------------------------------------------------------------
+
+
+def _check_key(key: str) -> str:
+    """The core only hands out `[A-Za-z0-9._~-]` keys; anything else is a bug, never escaped silently."""
+    if not key or not all(c.isascii() and (c.isalnum() or c in "._~-") for c in key):
+        raise ValueError(f"{key!r} is not a key the core would make")
+    return key
+
+
+def _prefix_end(prefix: str) -> str | None:
+    """The smallest key above every key that starts with `prefix`, in printable ASCII.
+
+    '~' is the largest character of the core's alphabet, so 'ver~' ends below 'ves'; a prefix of
+    only '~' has no end.
+    """
+    stem = prefix.rstrip("~")
+    return stem[:-1] + chr(ord(stem[-1]) + 1) if stem else None
+
+
+def _entity(partition: str, row: str, data: Mapping[str, Any]) -> dict[str, Any]:
+    text = json.dumps(data, ensure_ascii=True, separators=(",", ":"))
+    chunks = [text[i : i + CHUNK_CHARS] for i in range(0, len(text), CHUNK_CHARS)] or [""]
+    if len(chunks) > MAX_CHUNKS:
+        raise ValueError(f"a document of {len(text)} characters does not fit in one table entity")
+    entity = {"PartitionKey": _check_key(partition), "RowKey": _check_key(row)}
+    entity.update({f"doc{i or ''}": chunk for i, chunk in enumerate(chunks)})
+    return entity
+
+
+def _item(entity: Mapping[str, Any]) -> Item:
+    parts = []
+    for i in range(MAX_CHUNKS):
+        chunk = entity.get(f"doc{i or ''}")
+        if chunk is None:
+            break
+        parts.append(chunk)
+    metadata = cast(Mapping[str, Any], getattr(entity, "metadata", {}))
+    return Item(entity["PartitionKey"], entity["RowKey"], json.loads("".join(parts)), metadata["etag"])
+
+
+@contextmanager
+def _storage_errors(doing: str, *, write: bool = False) -> Iterator[None]:
+    """Translate what is left of an SDK error after the specific cases (404/409/412) were handled.
+
+    Refused or throttled work is Throttled; a write that got no clear answer (no response, 500
+    OperationTimedOut, 504: "may or may not have succeeded") is OutcomeUnknown; anything else
+    (403, a missing table or container) is a StorageError that names what was being done.
+    """
+    try:
+        yield
+    except ServiceRequestError as error:  # never sent: nothing can have been applied
+        raise Throttled(f"{doing}: storage could not be reached ({type(error).__name__})") from None
+    except ServiceResponseError as error:
+        if write:
+            raise OutcomeUnknown(f"{doing}: no answer from storage ({type(error).__name__})") from None
+        raise Throttled(f"{doing}: no answer from storage ({type(error).__name__})") from None
+    except HttpResponseError as error:
+        status = error.status_code or 0
+        described = f"{status} {_error_code(error)}".strip()
+        if status in (429, 503):
+            raise Throttled(f"{doing}: storage is busy ({described})") from None
+        if status >= 500:
+            if write:
+                raise OutcomeUnknown(f"{doing}: storage answered {described}") from None
+            raise Throttled(f"{doing}: storage answered {described}") from None
+        raise StorageError(f"{doing}: storage refused with {described}") from None
+
+
+def _error_code(error: HttpResponseError) -> str:
+    """The service's error code ('TableNotFound'); the SDKs give it as a str enum or a str."""
+    code = getattr(error, "error_code", None)
+    return str(getattr(code, "value", code) or "")
+
+
+def _is_missing_table(error: HttpResponseError) -> bool:
+    return _error_code(error) == "TableNotFound"
+
+
+class AzureTableMetadataStore(MetadataStore):
+    """One table; PartitionKey/RowKey are the core's keys, `doc*` properties hold the JSON document.
+
+    The counter and the version rows share the experiment's PartitionKey, so a registration is one
+    entity-group transaction guarded by the counter's ETag.
+    """
+
+    def __init__(self, table: TableClient) -> None:
+        self._table = table
+
+    def get(self, partition: str, row: str) -> Item | None:
+        with _storage_errors(f"reading row {row!r} of {partition!r}"):
+            try:
+                entity = self._table.get_entity(_check_key(partition), _check_key(row))
+            except ResourceNotFoundError as error:
+                if _is_missing_table(error):
+                    raise
+                return None
+        return _item(entity)
+
+    def query(self, partition: str, prefix: str, *, after: str | None = None, limit: int = 100) -> list[Item]:
+        conditions = ["PartitionKey eq @partition"]
+        parameters = {"partition": _check_key(partition)}
+        if prefix:
+            conditions.append("RowKey ge @prefix")
+            parameters["prefix"] = _check_key(prefix)
+            if end := _prefix_end(prefix):
+                conditions.append("RowKey lt @end")
+                parameters["end"] = end
+        if after is not None:
+            conditions.append("RowKey gt @after")
+            parameters["after"] = _check_key(after)
+        with _storage_errors(f"querying {partition!r}"):
+            pages = self._table.query_entities(
+                " and ".join(conditions), parameters=parameters, results_per_page=min(limit, 1000)
+            )
+            # The service may end a page early with a continuation token; islice follows it only
+            # until `limit` rows are in hand, so the cost stays bounded by `limit`.
+            return [_item(entity) for entity in islice(pages, limit)]
+
+    def transact(self, writes: Sequence[Write]) -> None:
+        partition = check_transaction(writes)
+        with _storage_errors(f"writing to {partition!r}", write=True):
+            try:
+                if len(writes) == 1 and isinstance(writes[0], Delete) and writes[0].if_match is None:
+                    # Deleting a missing row unconditionally is not an error; a batch would make it one.
+                    self._table.delete_entity(_check_key(partition), _check_key(writes[0].row), retry_total=0)
+                else:
+                    self._table.submit_transaction([_operation(w) for w in writes], retry_total=0)
+            except (TableTransactionError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError) as error:
+                if error.status_code not in (404, 409, 412) or _is_missing_table(error):
+                    raise
+                raise ConditionFailed(f"a condition of the transaction on {partition!r} does not hold") from None
+
+    def close(self) -> None:
+        self._table.close()
+
+
+def _operation(write: Write) -> tuple[Any, ...]:
+    if isinstance(write, Delete):
+        key = {"PartitionKey": _check_key(write.partition), "RowKey": _check_key(write.row)}
+        if write.if_match is None:
+            return ("delete", key)
+        return ("delete", key, {"etag": write.if_match, "match_condition": MatchConditions.IfNotModified})
+    entity = _entity(write.partition, write.row, write.data)
+    if write.if_absent:
+        return ("create", entity)
+    if write.if_match is not None:
+        options = {"mode": UpdateMode.REPLACE, "etag": write.if_match, "match_condition": MatchConditions.IfNotModified}
+        return ("update", entity, options)
+    return ("upsert", entity, {"mode": UpdateMode.REPLACE})
+
+
+# --- ArtifactStore -------------------------------------------------------------------------------
+
+
+class _DownloadReader:
+    """A file-like view of a download that translates SDK errors raised mid-stream."""
+
+    def __init__(self, download: StorageStreamDownloader[bytes], key: str) -> None:
+        self._download = download
+        self._key = key
+
+    def read(self, size: int = -1) -> bytes:
+        with _storage_errors(f"reading {self._key!r}"):
+            try:
+                return self._download.read(size)
+            except ResourceModifiedError:
+                raise ObjectChanged(f"object {self._key!r} changed while it was read") from None
+            except ResourceNotFoundError:
+                raise ObjectMissing(f"object {self._key!r} was deleted while it was read") from None
+
+
+class AzureBlobArtifactStore(ArtifactStore):
+    """Uploads container + a separate private registry container for pinned bytes.
+
+    Registry writes land in their own container, so they never look like uploads to the blob
+    trigger, and they are create-only: a pinned blob is never overwritten.
+    """
+
+    def __init__(self, service: BlobServiceClient, uploads: str, registry: str) -> None:
+        self._service = service
+        self._uploads = service.get_container_client(uploads)
+        self._registry = service.get_container_client(registry)
+        self._delegation: UserDelegationKey | None = None
+        self._delegation_lock = threading.Lock()
+
+    def _blob(self, key: str) -> BlobClient:
+        return self._uploads.get_blob_client(key)
+
+    def _pinned(self, digest: str) -> BlobClient:
+        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+            raise ValueError(f"{digest!r} is not a sha256 hex digest")
+        return self._registry.get_blob_client(REGISTRY_PREFIX + digest)
+
+    # --- uploads ---------------------------------------------------------------------------------
+
+    def head(self, key: str) -> ObjectInfo | None:
+        with _storage_errors(f"reading the properties of {key!r}"):
+            try:
+                properties = self._blob(key).get_blob_properties()
+            except ResourceNotFoundError:
+                return None
+        return ObjectInfo(key=key, size=properties.size, etag=properties.etag, modified_at=properties.last_modified)
+
+    @contextmanager
+    def open(self, key: str, *, etag: str) -> Iterator[BinaryIO]:
+        with _storage_errors(f"reading {key!r}"):
+            try:
+                download = self._blob(key).download_blob(etag=etag, match_condition=MatchConditions.IfNotModified)
+            except ResourceNotFoundError:
+                raise ObjectMissing(f"no object {key!r}") from None
+            except ResourceModifiedError:
+                # Azure answers a conditional read of a missing blob with 412 as well: tell them apart.
+                if self.head(key) is None:
+                    raise ObjectMissing(f"no object {key!r}") from None
+                raise ObjectChanged(f"object {key!r} is no longer version {etag}") from None
+        yield cast(BinaryIO, _DownloadReader(download, key))
+
+    def put(self, key: str, data: BinaryIO, *, progress: ProgressCallback | None = None) -> ObjectInfo:
+        sent = 0
+
+        def hook(current: int, total: int | None) -> None:
+            nonlocal sent
+            if progress is not None and current > sent:
+                progress(current - sent)
+            sent = max(sent, current)
+
+        with _storage_errors(f"uploading {key!r}"):
+            result = self._blob(key).upload_blob(data, overwrite=True, progress_hook=hook)
+        # The upload's own answer names the version it created; a HEAD could see a later one.
+        return ObjectInfo(key=key, size=sent, etag=result["etag"], modified_at=result["last_modified"])
+
+    def delete(self, key: str) -> None:
+        with _storage_errors(f"deleting {key!r}"), suppress(ResourceNotFoundError):
+            self._blob(key).delete_blob(delete_snapshots="include")
+
+    def list(self, prefix: str = "", *, after: str | None = None, limit: int = 1000) -> ObjectListing:
+        """Blob listing has no portable 'start after': it skips to `after` from the prefix."""
+        with _storage_errors(f"listing {prefix!r}"):
+            blobs = self._uploads.list_blobs(name_starts_with=prefix or None, results_per_page=min(limit + 1, 5000))
+            page = list(islice((b for b in blobs if after is None or b.name > after), limit + 1))
+        objects = [ObjectInfo(key=b.name, size=b.size, etag=b.etag, modified_at=b.last_modified) for b in page[:limit]]
+        return ObjectListing(objects, objects[-1].key if len(page) > limit else None)
+
+    # --- registry --------------------------------------------------------------------------------
+
+    def pin(self, key: str, *, etag: str, digest: str) -> None:
+        """Server-side copy of exactly version `etag`, create-only, waiting until it has finished."""
+        target, source = self._pinned(digest), self._blob(key)
+        with _storage_errors(f"pinning {key!r}"):
+            if self._copy_state(target) == "done":
+                return
+            source_url = f"{source.url}?{self._read_sas(source, timedelta(minutes=15))}"
+            try:
+                target.start_copy_from_url(
+                    source_url,
+                    source_etag=etag,
+                    source_match_condition=MatchConditions.IfNotModified,
+                    match_condition=MatchConditions.IfMissing,
+                )
+            except ResourceExistsError:
+                pass  # another registration is pinning the same bytes; wait for its copy below
+            except HttpResponseError as error:
+                if error.status_code not in (404, 412):
+                    raise
+                if self.head(key) is None:
+                    raise ObjectMissing(f"no object {key!r}") from None
+                raise ObjectChanged(f"object {key!r} is no longer version {etag}") from None
+            deadline = time.monotonic() + COPY_DEADLINE_SECONDS
+            for attempt in count():
+                state = self._copy_state(target)
+                if state == "done":
+                    return
+                if state == "missing":
+                    raise ObjectChanged(f"copying {key!r} into the registry failed; it was discarded")
+                if time.monotonic() > deadline:
+                    raise OutcomeUnknown(f"copying {key!r} into the registry is still pending")
+                time.sleep(COPY_POLL_SECONDS[min(attempt, len(COPY_POLL_SECONDS) - 1)])
+
+    @staticmethod
+    def _copy_state(target: BlobClient) -> str:
+        """'done', 'pending' or 'missing'; a failed or aborted copy is deleted and reads as missing."""
+        try:
+            copy = target.get_blob_properties().copy
+        except ResourceNotFoundError:
+            return "missing"
+        if copy.status in (None, "success"):
+            return "done"
+        if copy.status == "pending":
+            return "pending"
+        with suppress(ResourceNotFoundError):
+            target.delete_blob()
+        return "missing"
+
+    def has_pinned(self, digest: str) -> bool:
+        with _storage_errors(f"looking up pinned {digest}"):
+            return self._copy_state(self._pinned(digest)) == "done"
+
+    @contextmanager
+    def open_pinned(self, digest: str) -> Iterator[BinaryIO]:
+        target = self._pinned(digest)
+        with _storage_errors(f"reading pinned {digest}"):
+            try:
+                download = target.download_blob()
+            except ResourceNotFoundError:
+                raise ObjectMissing(f"the registry holds no bytes with sha256 {digest}") from None
+        yield cast(BinaryIO, _DownloadReader(download, target.blob_name))
+
+    def discard_pinned(self, digest: str) -> None:
+        with _storage_errors(f"discarding pinned {digest}"), suppress(ResourceNotFoundError):
+            self._pinned(digest).delete_blob()
+
+    def pinned_link(self, digest: str, *, filename: str, expires_seconds: int) -> str | None:
+        target = self._pinned(digest)
+        disposition = f"attachment; filename*=UTF-8''{quote(filename)}"
+        with _storage_errors(f"signing a link to pinned {digest}"):
+            sas = self._read_sas(target, timedelta(seconds=expires_seconds), content_disposition=disposition)
+        return f"{target.url}?{sas}"
+
+    # --- shared access signatures ----------------------------------------------------------------
+
+    def _read_sas(self, blob: BlobClient, lifetime: timedelta, **headers: str) -> str:
+        """A read-only SAS for one blob: signed with the account key under a connection string, or
+        with a user delegation key (Entra ID, no account key) under a managed identity."""
+        now = datetime.now(UTC)
+        start, expiry = now - timedelta(minutes=5), now + lifetime
+        common: dict[str, Any] = {
+            "account_name": blob.account_name,
+            "container_name": blob.container_name,
+            "blob_name": blob.blob_name,
+            "permission": BlobSasPermissions(read=True),
+            "start": start,
+            "expiry": expiry,
+            "protocol": "https" if blob.scheme == "https" else "https,http",
+            **headers,
+        }
+        account_key = getattr(self._service.credential, "account_key", None)
+        if account_key:
+            return generate_blob_sas(account_key=account_key, **common)
+        return generate_blob_sas(user_delegation_key=self._delegation_key(expiry), **common)
+
+    def _delegation_key(self, needed_until: datetime) -> UserDelegationKey:
+        """One user delegation key for many links, renewed before the links would outlive it."""
+        with self._delegation_lock:
+            key = self._delegation
+            if key is None or datetime.fromisoformat(str(key.signed_expiry)) < needed_until:
+                now = datetime.now(UTC)
+                # A delegation key lives at most 7 days; ask for a day's worth of links at a time.
+                expiry = min(max(needed_until, now + timedelta(days=1)), now + timedelta(days=7))
+                key = self._service.get_user_delegation_key(now - timedelta(minutes=5), expiry)
+                self._delegation = key
+            return key
+
+
+def create_container(service: BlobServiceClient, name: str) -> ContainerClient:
+    """Create a private container if it does not exist (Bicep does this in Azure; tests and
+    `func start` against Azurite need it done by code)."""
+    container = service.get_container_client(name)
+    with suppress(ResourceExistsError):
+        container.create_container()
+    return container

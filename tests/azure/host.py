@@ -1,0 +1,166 @@
+"""What the Azure Functions host does around our functions, done in-process against Azurite.
+
+Functions Core Tools cannot run here, so the tests call the functions registered on
+`function_app.app` directly, with the objects the host would hand them:
+
+- HTTP: a real `func.HttpRequest`, routed like the host routes `/api/...` (the anonymous `health`
+  function for `/api/health`, the catch-all `api` function for everything else).
+- Uploads: Azurite emits no Event Grid events, so a test uploads a real blob to Azurite and builds
+  the `func.EventGridEvent` (BlobCreated) Azure Storage would publish for it. `deliver` then does
+  what the host's blob extension does with that delivery: it binds the blob's *current* version,
+  invokes `record_upload` with a real `func.InputStream`, retries a failing invocation up to
+  `extensions.blobs.poisonBlobThreshold` (read from host.json) times, then parks the event on a
+  poison list, as the host does with the `webjobs-blobtrigger-poison` queue.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlencode, urlsplit
+
+import azure.functions as func
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceNotFoundError
+from azure.functions.blob import BlobConverter
+from azure.functions.meta import Datum
+from azure.storage.blob import BlobServiceClient
+
+import function_app
+
+REPO = Path(__file__).resolve().parents[2]
+HOST_JSON = json.loads((REPO / "host.json").read_text())
+POISON_THRESHOLD: int = HOST_JSON["extensions"]["blobs"]["poisonBlobThreshold"]
+
+# get_functions() may be called once per app object: index them once per process.
+FUNCTIONS = {f.get_function_name(): f for f in function_app.app.get_functions()}
+_sequencer = itertools.count(1)
+
+
+def user_function(name: str) -> Callable[..., Any]:
+    return FUNCTIONS[name].get_user_function()
+
+
+def http(
+    method: str,
+    path: str,
+    *,
+    body: bytes | str | dict[str, Any] | list[Any] | None = None,
+    headers: Mapping[str, str] | None = None,
+    params: Mapping[str, str] | None = None,
+) -> func.HttpResponse:
+    """Call the HTTP function the host would route `path` to. `path` is raw (percent-encoded)."""
+    if isinstance(body, dict | list):
+        raw = json.dumps(body).encode()
+        headers = {"Content-Type": "application/json", **(headers or {})}
+    elif isinstance(body, str):
+        raw = body.encode()
+    else:
+        raw = body or b""
+    query = f"?{urlencode(params)}" if params else ""
+    request = func.HttpRequest(
+        method=method,
+        url=f"http://localhost:7071{path}{query}",
+        headers=dict(headers or {}),
+        params=dict(params or {}),
+        route_params={"path": path.removeprefix("/api/")},
+        body=raw,
+    )
+    name = "health" if path == "/api/health" and method == "GET" else "api"
+    response = user_function(name)(request)
+    assert isinstance(response, func.HttpResponse)
+    return response
+
+
+def problem_of(response: func.HttpResponse) -> dict[str, Any]:
+    assert response.headers.get("Content-Type") == "application/problem+json"
+    document: dict[str, Any] = json.loads(response.get_body())
+    assert document["status"] == response.status_code and document["detail"]
+    return document
+
+
+def blob_created(service: BlobServiceClient, container: str, key: str) -> func.EventGridEvent:
+    """The BlobCreated event Azure Storage publishes for the blob's current version."""
+    blob = service.get_blob_client(container, key)
+    properties = blob.get_blob_properties()
+    return func.EventGridEvent(
+        id=str(uuid.uuid4()),
+        topic=f"/subscriptions/{uuid.UUID(int=0)}/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/dev",
+        subject=f"/blobServices/default/containers/{container}/blobs/{key}",
+        event_type="Microsoft.Storage.BlobCreated",
+        event_time=properties.last_modified,
+        data={
+            "api": "PutBlob",
+            "clientRequestId": str(uuid.uuid4()),
+            "requestId": str(uuid.uuid4()),
+            "eTag": properties.etag.strip('"'),
+            "contentType": properties.content_settings.content_type,
+            "contentLength": properties.size,
+            "blobType": "BlockBlob",
+            "url": blob.url,
+            "sequencer": f"{next(_sequencer):032X}",
+            "storageDiagnostics": {"batchId": str(uuid.uuid4())},
+        },
+        data_version="",
+    )
+
+
+@dataclass
+class BlobTriggerHost:
+    """Delivers Event Grid events to `record_upload` the way the Functions host does."""
+
+    service: BlobServiceClient
+    invocations: int = 0
+    poison: list[func.EventGridEvent] = field(default_factory=list)
+    failures: list[Exception] = field(default_factory=list)
+    with_properties: bool = True
+
+    def deliver(self, event: func.EventGridEvent) -> None:
+        for _ in range(POISON_THRESHOLD):
+            stream = self._bind(event)
+            if stream is None:
+                return  # the blob is gone: the host drops the work
+            self.invocations += 1
+            try:
+                user_function("record_upload")(stream)
+            except Exception as error:  # the host logs it and tries again
+                self.failures.append(error)
+                continue
+            return
+        self.poison.append(event)
+
+    def _bind(self, event: func.EventGridEvent) -> func.InputStream | None:
+        """The blob binding: the blob's current version, named `<container>/<name>`."""
+        container = event.subject.split("/containers/", 1)[1].split("/blobs/", 1)[0]
+        # The blob name is the URL path after the container (Azurite puts the account first),
+        # percent-decoded with unquote: '+' is a plus sign in a blob URL, not a space.
+        path = urlsplit(str(event.get_json()["url"])).path
+        name = unquote(path.split(f"/{container}/", 1)[1])
+        blob = self.service.get_blob_client(container, name)
+        try:
+            properties = blob.get_blob_properties()
+        except ResourceNotFoundError:
+            return None
+        data = blob.download_blob(etag=properties.etag, match_condition=MatchConditions.IfNotModified).readall()
+        # The worker builds the InputStream from the host's trigger metadata with BlobConverter.
+        metadata = {
+            "BlobTrigger": Datum(f"{container}/{name}", "string"),
+            "Uri": Datum(blob.url, "string"),
+        }
+        if self.with_properties:
+            document = {
+                "ETag": properties.etag,
+                "LastModified": properties.last_modified.isoformat(),
+                "ContentLength": properties.size,
+                "ContentType": properties.content_settings.content_type,
+                "BlobType": "BlockBlob",
+            }
+            metadata["Properties"] = Datum(json.dumps(document), "json")
+        stream = BlobConverter.decode(Datum(data, "bytes"), trigger_metadata=metadata)
+        assert isinstance(stream, func.InputStream)
+        return stream

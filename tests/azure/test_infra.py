@@ -1,0 +1,161 @@
+"""infra/ parses (pycep) and says what the issue asks; `make test` also runs checkov on it."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pycep import BicepParser
+
+from functions_azure.settings import CONNECTION, AzureSettings
+from tests.azure.host import FUNCTIONS
+
+INFRA = Path(__file__).resolve().parents[2] / "infra"
+OWNER, CONTRIBUTOR = "8e3af657-a8ff-443c-a75c-2fe8c4bcb635", "b24988ac-6180-42a0-ab88-20f7382dd24c"
+
+
+@pytest.fixture(scope="module")
+def main() -> Any:
+    return BicepParser().parse(file_path=INFRA / "main.bicep")
+
+
+@pytest.fixture(scope="module")
+def subscription_module() -> Any:
+    return BicepParser().parse(file_path=INFRA / "modules" / "uploads-subscription.bicep")
+
+
+def config(template: Any, resource: str) -> Any:
+    return template["resources"][resource]["config"]
+
+
+def variable(template: Any, name: str) -> Any:
+    return template["variables"][name]["value"]
+
+
+def test_every_bicep_file_parses() -> None:
+    files = sorted(INFRA.rglob("*.bicep"))
+    assert len(files) == 2
+    for path in files:
+        assert BicepParser().parse(file_path=path)["resources"], path
+
+
+def test_storage_is_private_keyless_and_tls12(main: Any) -> None:
+    storage = config(main, "storage")["properties"]
+    assert storage["allowBlobPublicAccess"] is False
+    assert storage["allowSharedKeyAccess"] is False
+    assert storage["minimumTlsVersion"] == "TLS1_2"
+    assert storage["supportsHttpsTrafficOnly"] is True
+    assert config(main, "containers")["loop_type"]["detail"]["array_name"] == [
+        "uploadsContainer",
+        "registryContainer",
+        "packageContainer",
+    ]
+    assert config(main, "containers")["config"]["properties"]["publicAccess"] == "None"
+    assert config(main, "deadLetters")["properties"]["publicAccess"] == "None"
+    assert variable(main, "metadataTable") == "modelrepo"
+
+
+def test_the_function_app_is_flex_consumption_python_with_a_managed_identity(main: Any) -> None:
+    plan = config(main, "plan")
+    assert (plan["sku"]["name"], plan["sku"]["tier"]) == ("FC1", "FlexConsumption")
+    app = config(main, "functionApp")
+    assert app["kind"] == "functionapp,linux" and app["identity"]["type"] == "UserAssigned"
+    assert app["properties"]["httpsOnly"] is True
+    assert app["properties"]["functionAppConfig"]["runtime"] == {"name": "python", "version": "3.11"}
+    assert app["properties"]["functionAppConfig"]["deployment"]["storage"]["authentication"]["type"] == (
+        "UserAssignedIdentity"
+    )
+    assert config(main, "insights")["properties"]["DisableLocalAuth"] is True
+
+
+def test_app_settings_are_identity_based_and_accepted_by_the_app(main: Any) -> None:
+    settings = {s["name"]: s["value"] for s in config(main, "functionApp")["properties"]["siteConfig"]["appSettings"]}
+    assert "AzureWebJobsStorage" not in settings and CONNECTION not in settings
+    assert settings["AzureWebJobsStorage__credential"] == settings[f"{CONNECTION}__credential"] == "managedidentity"
+    for service in ("blob", "queue", "table"):
+        assert f"{CONNECTION}__{service}ServiceUri" in settings
+    literals = [v for v in settings.values() if isinstance(v, str)]
+    assert not [v for v in literals if "AccountKey" in v or "SharedAccessSignature" in v or "sig=" in v]
+    # The names Bicep sets are the ones the app reads (values: stand-ins for the resolved ones).
+    resolved = {name: "https://example.blob.core.windows.net/" if "Uri" in name else "x" for name in settings}
+    resolved |= {
+        "MODELREPO_UPLOADS_CONTAINER": variable(main, settings["MODELREPO_UPLOADS_CONTAINER"]),
+        "MODELREPO_REGISTRY_CONTAINER": variable(main, settings["MODELREPO_REGISTRY_CONTAINER"]),
+        "MODELREPO_TABLE": variable(main, settings["MODELREPO_TABLE"]),
+    }
+    parsed = AzureSettings.from_environment(resolved)
+    assert parsed.uses_identity and (parsed.uploads_container, parsed.table) == ("uploads", "modelrepo")
+
+
+def test_role_assignments_are_data_plane_roles_with_narrow_scopes(main: Any) -> None:
+    roles = variable(main, "roles")
+    assert OWNER not in roles.values() and CONTRIBUTOR not in roles.values()
+    assignments = {
+        name: resource["config"]
+        for name, resource in main["resources"].items()
+        if resource["type"] == "Microsoft.Authorization/roleAssignments"
+    }
+    scopes = {name: a["scope"] for name, a in assignments.items()}
+    assert scopes == {
+        "appBlobOwner": "storage",
+        "appQueueContributor": "storage",
+        "appTableContributor": "table",
+        "appTelemetry": "insights",
+        "topicDeadLetterWriter": "deadLetters",
+    }
+    for assignment in assignments.values():
+        role = assignment["properties"]["roleDefinitionId"]["function"]["parameters"]["resource_name_1"]
+        assert role["operator"]["operands"]["operand_1"] == "roles"
+        assert assignment["properties"]["principalType"] == "ServicePrincipal"
+
+
+def test_event_grid_feeds_the_blob_trigger_with_bounded_retries_and_dead_letters(
+    main: Any, subscription_module: Any
+) -> None:
+    module = main["modules"]["uploadsSubscription"]["config"]
+    assert module["condition"] == "subscribeToUploads"
+    params = module["config"]["params"]
+    trigger = FUNCTIONS[params["functionName"]]
+    assert '"source": "EventGrid"' in trigger.get_function_json()
+    assert (params["uploadsContainer"], params["deadLetterContainer"]) == ("uploadsContainer", "deadLetterContainer")
+    subscription = config(subscription_module, "subscription")["properties"]
+    endpoint = subscription["destination"]["properties"]["endpointUrl"]
+    assert subscription["destination"]["endpointType"] == "WebHook"
+    assert "/runtime/webhooks/blobs?functionName=Host.Functions.${functionName}&code=" in endpoint
+    assert subscription["filter"]["includedEventTypes"] == ["Microsoft.Storage.BlobCreated"]
+    assert subscription["filter"]["subjectBeginsWith"] == "/blobServices/default/containers/${uploadsContainer}/blobs/"
+    assert subscription["retryPolicy"] == {"maxDeliveryAttempts": 30, "eventTimeToLiveInMinutes": 1440}
+    dead_letter = subscription["deadLetterWithResourceIdentity"]["deadLetterDestination"]
+    assert dead_letter["properties"]["blobContainerName"] == "deadLetterContainer"
+
+
+def _gate() -> Any:
+    spec = importlib.util.spec_from_file_location("checkov_gate", INFRA / "checkov_gate.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _report(**summary: int) -> dict[str, Any]:
+    base = {"passed": 20, "failed": 0, "skipped": 8, "parsing_errors": 0, "resource_count": 15}
+    return {"check_type": "bicep", "results": {"failed_checks": []}, "summary": base | summary}
+
+
+def test_the_checkov_gate_fails_on_parsing_errors_that_checkov_itself_lets_pass() -> None:
+    problems = _gate().problems
+    assert problems(_report()) == []
+    # What checkov 3.3.30 printed (exit code 0) for a truncated Bicep file:
+    assert problems(_report(passed=0, skipped=0, parsing_errors=1, resource_count=0)) == [
+        "checkov could not parse 1 Bicep file(s)",
+        "checkov found no resources to check",
+    ]
+    failing = _report(failed=1)
+    failing["results"]["failed_checks"] = [
+        {"check_id": "CKV_X", "check_name": "name", "resource": "r", "file_path": "/main.bicep"}
+    ]
+    assert problems(failing) == ["CKV_X name: r (/main.bicep)"]
+    assert problems([]) == ["checkov reported nothing"]
+    assert problems({"unexpected": True})

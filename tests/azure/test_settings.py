@@ -1,0 +1,56 @@
+"""The Azure host's settings: one way to connect, valid names, nothing built at import time."""
+
+from __future__ import annotations
+
+import pytest
+
+from functions_azure import bootstrap
+from functions_azure.settings import AzureSettings
+from modelrepo.adapters.azure import AzureBlobArtifactStore, AzureTableMetadataStore
+from modelrepo.errors import InvalidInput
+
+IDENTITY = {
+    "ModelRepoStorage__blobServiceUri": "https://account.blob.core.windows.net/",
+    "ModelRepoStorage__tableServiceUri": "https://account.table.core.windows.net/",
+    "ModelRepoStorage__clientId": "00000000-0000-0000-0000-000000000001",
+    "MODELREPO_UPLOADS_CONTAINER": "uploads",
+}
+
+
+@pytest.mark.parametrize(
+    ("environ", "says"),
+    [
+        ({"MODELREPO_UPLOADS_CONTAINER": "uploads"}, "set either ModelRepoStorage"),
+        ({**IDENTITY, "ModelRepoStorage": "UseDevelopmentStorage=true"}, "set either ModelRepoStorage"),
+        ({k: v for k, v in IDENTITY.items() if "table" not in k}, "set either ModelRepoStorage"),
+        ({**IDENTITY, "ModelRepoStorage__blobServiceUri": "http://plain.example/"}, "blob_service_uri"),
+        ({k: v for k, v in IDENTITY.items() if k != "MODELREPO_UPLOADS_CONTAINER"}, "uploads_container"),
+        ({**IDENTITY, "MODELREPO_UPLOADS_CONTAINER": "Uploads"}, "uploads_container"),
+        ({**IDENTITY, "MODELREPO_UPLOADS_CONTAINER": "up--loads"}, "'--'"),
+        ({**IDENTITY, "MODELREPO_REGISTRY_CONTAINER": "uploads"}, "container of its own"),
+        ({**IDENTITY, "MODELREPO_TABLE": "model-repo"}, "table"),
+        ({**IDENTITY, "MODELREPO_REGISTER_DEADLINE_SECONDS": "0"}, "register_deadline_seconds"),
+    ],
+)
+def test_bad_app_settings_are_refused_with_a_reason(environ: dict[str, str], says: str) -> None:
+    with pytest.raises(InvalidInput, match="invalid app settings") as refused:
+        AzureSettings.from_environment(environ)
+    assert says in refused.value.detail
+
+
+def test_managed_identity_settings_build_keyless_clients_without_network() -> None:
+    settings = AzureSettings.from_environment(IDENTITY)
+    assert settings.uses_identity and settings.connection_string is None
+    runtime = bootstrap.build(settings)  # builds clients only; nothing is called yet
+    assert isinstance(runtime.repository.artifacts, AzureBlobArtifactStore)
+    assert isinstance(runtime.repository.metadata, AzureTableMetadataStore)
+    service = runtime.repository.artifacts._service
+    assert getattr(service.credential, "account_key", None) is None
+    assert runtime.api.max_body_bytes == settings.max_body_bytes
+
+
+def test_the_connection_string_is_secret_in_reprs() -> None:
+    settings = AzureSettings.from_environment(
+        {"ModelRepoStorage": "AccountName=a;AccountKey=c2VjcmV0", "MODELREPO_UPLOADS_CONTAINER": "uploads"}
+    )
+    assert "c2VjcmV0" not in repr(settings) and not settings.uses_identity
