@@ -80,9 +80,11 @@ def repository() -> ModelRepository:
     """Region, credentials and endpoint come from the Lambda environment, as boto3 reads them."""
     config = settings()
     session = boto3.session.Session()
+    s3 = session.client("s3", config=client_config(signature_version="s3v4"))
+    dynamodb = session.client("dynamodb", config=client_config())
     return ModelRepository(
-        S3ArtifactStore(session.client("s3", config=client_config()), config.uploads_bucket, config.registry_bucket),
-        DynamoDBMetadataStore(session.client("dynamodb", config=client_config()), config.table),
+        S3ArtifactStore(s3, config.uploads_bucket, config.registry_bucket),
+        DynamoDBMetadataStore(dynamodb, config.table),
         retry=RetryPolicy(deadline_seconds=config.register_deadline_seconds, sleep=retries.sleep),
     )
 

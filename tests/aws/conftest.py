@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from tests.aws.lambda_worker import POWERTOOLS_ENVIRONMENT, FakeLambdaContext
 from tests.fixtures.aws import aws_client, create_bucket, create_table, unique_name
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,20 +27,6 @@ if str(FUNCTIONS) not in sys.path:
     sys.path.insert(0, str(FUNCTIONS))
 
 MAX_RECEIVE_COUNT = 3
-
-
-@dataclass(frozen=True)
-class FakeLambdaContext:
-    function_name: str = "modelrepo-test"
-    function_version: str = "$LATEST"
-    memory_limit_in_mb: int = 512
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:modelrepo-test"
-    aws_request_id: str = "00000000-0000-4000-8000-000000000000"
-    log_group_name: str = "/aws/lambda/modelrepo-test"
-    log_stream_name: str = "test"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 30_000
 
 
 def load_event(name: str) -> dict[str, Any]:
@@ -96,9 +83,7 @@ def stack(moto_endpoint: str, aws_environment: dict[str, str], monkeypatch: pyte
         "MODELREPO_REGISTRY_BUCKET": registry,
         "MODELREPO_TABLE": table,
         "MODELREPO_REGISTER_DEADLINE_SECONDS": "25",
-        "POWERTOOLS_SERVICE_NAME": "modelrepo",
-        "POWERTOOLS_METRICS_NAMESPACE": "modelrepo",
-        "POWERTOOLS_TRACE_DISABLED": "true",
+        **POWERTOOLS_ENVIRONMENT,
     }
     for name, value in environment.items():
         monkeypatch.setenv(name, value)
