@@ -20,6 +20,14 @@ from modelrepo.errors import InvalidInput
 from modelrepo.retry import RetryPolicy
 from modelrepo.service import ModelRepository
 
+# The variables template.yaml sets (Globals.Function.Environment) and the settings they fill.
+ENVIRONMENT_VARIABLES = {
+    "uploads_bucket": "MODELREPO_UPLOADS_BUCKET",
+    "registry_bucket": "MODELREPO_REGISTRY_BUCKET",
+    "table": "MODELREPO_TABLE",
+    "register_deadline_seconds": "MODELREPO_REGISTER_DEADLINE_SECONDS",
+    "max_body_bytes": "MODELREPO_MAX_BODY_BYTES",
+}
 BUCKET_NAME = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
 TABLE_NAME = r"^[A-Za-z0-9_.-]{3,255}$"
 
@@ -38,14 +46,7 @@ class AwsSettings(BaseModel):
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str]) -> AwsSettings:
-        variables = {
-            "uploads_bucket": "MODELREPO_UPLOADS_BUCKET",
-            "registry_bucket": "MODELREPO_REGISTRY_BUCKET",
-            "table": "MODELREPO_TABLE",
-            "register_deadline_seconds": "MODELREPO_REGISTER_DEADLINE_SECONDS",
-            "max_body_bytes": "MODELREPO_MAX_BODY_BYTES",
-        }
-        values = {name: environ[variable] for name, variable in variables.items() if environ.get(variable)}
+        values = {name: environ[variable] for name, variable in ENVIRONMENT_VARIABLES.items() if environ.get(variable)}
         try:
             return cls(**values)
         except ValidationError as error:
