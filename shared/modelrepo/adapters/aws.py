@@ -76,20 +76,21 @@ _THROTTLING_CODES = frozenset(
 
 def client_config(
     *,
-    max_attempts: int = 4,
+    total_attempts: int = 4,
     read_timeout: float = 10.0,
     mode: Literal["standard", "adaptive"] = "standard",
     signature_version: str | None = None,
 ) -> Config:
     """The botocore configuration both stores expect: bounded retries and timeouts.
 
+    `total_attempts` counts the first try (botocore's `max_attempts` would count only retries).
     `standard` mode retries throttling and transient errors with jittered exponential backoff;
     `adaptive` additionally rate-limits the client when throttled. S3 clients pass "s3v4" so that
     presigned links are SigV4 (SigV2 links are deprecated and refused for KMS-encrypted objects).
     """
     return Config(
         signature_version=signature_version,
-        retries={"mode": mode, "max_attempts": max_attempts},
+        retries={"mode": mode, "total_max_attempts": total_attempts},
         connect_timeout=3,
         read_timeout=read_timeout,
         tcp_keepalive=True,
