@@ -111,3 +111,16 @@ def test_a_poison_event_ends_in_the_dead_letter_queue_while_the_next_succeeds(
     [dead] = stack.messages(stack.dead_letter_url)
     assert dead["Body"] == "{not an S3 notification"
     assert stack.messages(stack.queue_url) == []
+
+
+def test_awkward_keys_are_recorded_under_exactly_their_names(stack: Stack, trigger: EventSourceMapping) -> None:
+    names = ["with space.bin", "plus+sign.bin", "percent%2Bplus.bin", "模型/ñame.onnx", "hash#and?query.pt"]
+    longest = "n" * (1024 - len("exp1/run5/"))  # S3's limit is 1,024 bytes for the whole key
+    for name in [*names, longest]:
+        stack.s3.put_object(Bucket=stack.uploads_bucket, Key=f"exp1/run5/{name}", Body=name.encode())
+    trigger.drain()
+
+    assert trigger.failures == []
+    recorded = {a["name"]: a for a in artifacts_of("run5")}
+    assert sorted(recorded) == sorted([*names, longest])
+    assert all(a["sha256"] == hashlib.sha256(name.encode()).hexdigest() for name, a in recorded.items())

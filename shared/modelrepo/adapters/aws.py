@@ -294,15 +294,18 @@ class S3ArtifactStore(ArtifactStore):
 
     def pinned_link(self, digest: str, *, filename: str, expires_seconds: int) -> str | None:
         """A presigned GET that names the file; it expires, and the bucket itself stays private."""
-        return self._client.generate_presigned_url(
-            "get_object",
-            Params={
-                "Bucket": self.registry_bucket,
-                "Key": self.registry_key(digest),
-                "ResponseContentDisposition": f"attachment; filename*=UTF-8''{quote(filename)}",
-            },
-            ExpiresIn=expires_seconds,
-        )
+        try:
+            return self._client.generate_presigned_url(
+                "get_object",
+                Params={
+                    "Bucket": self.registry_bucket,
+                    "Key": self.registry_key(digest),
+                    "ResponseContentDisposition": f"attachment; filename*=UTF-8''{quote(filename)}",
+                },
+                ExpiresIn=expires_seconds,
+            )
+        except BotoCoreError as error:  # no credentials to sign with, for instance
+            raise _s3_error(error, f"signing a link to pinned bytes {digest}") from None
 
 
 # --- DynamoDB ------------------------------------------------------------------------------------
