@@ -60,7 +60,7 @@ def to_response(answer: core_api.Response) -> Response[Any]:
 
 def _as_response(answer: core_api.Response) -> Response[Any]:
     content_type = answer.headers.get("Content-Type", "")
-    text = content_type.startswith(TEXT_TYPES)
+    text = not answer.body or content_type.startswith(TEXT_TYPES)  # a redirect's empty body stays plain
     return Response(
         status_code=answer.status,
         body=answer.body.decode("utf-8") if text else answer.body,

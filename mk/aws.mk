@@ -11,7 +11,7 @@ PYTHON312 ?= $(shell for p in python3.12 $$(pyenv root 2>/dev/null)/versions/3.1
 	"$$p" -c 'import sys; assert sys.version_info[:2] == (3, 12)' >/dev/null 2>&1 && { command -v "$$p"; break; }; done)
 SAM_ENV := SAM_CLI_TELEMETRY=0 PATH="$(abspath $(SAM_VENV))/bin:$$PATH"
 
-.PHONY: aws-setup aws-lint aws-build
+.PHONY: aws-setup aws-lint aws-build aws-clean
 
 $(SAM_STAMP):
 	@test -n "$(PYTHON312)" || { echo "sam build needs Python 3.12 (the Lambda runtime): install it or pass PYTHON312=/path/to/python3.12"; exit 1; }
@@ -33,3 +33,8 @@ aws-build: aws-setup
 	$(SAM_VENV)/bin/python tests/aws/smoke_build.py $(SAM_BUILD_DIR)
 
 TEST_STEPS += aws-lint aws-build
+
+aws-clean:
+	rm -rf $(SAM_VENV) .aws-sam
+
+clean: aws-clean

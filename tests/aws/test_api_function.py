@@ -80,8 +80,8 @@ def test_the_sample_events_are_served_like_the_local_runtime(stack: Stack, trigg
     assert (status, again["version"]) == (201, 1)
     assert call_api(api_event("GET", "/api/experiments/exp1/models/latest"))[2]["version"] == 1
 
-    status, headers, _ = call_api(api_event("GET", "/api/experiments/exp1/models/1/download"))
-    assert status == 307
+    status, headers, body = call_api(api_event("GET", "/api/experiments/exp1/models/1/download"))
+    assert (status, body) == (307, "")
     assert headers["ETag"] == f'"{first["sha256"]}"'
     link = headers["Location"]
     query = urllib.parse.parse_qs(urllib.parse.urlsplit(link).query)
