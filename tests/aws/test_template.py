@@ -1,0 +1,284 @@
+"""template.yaml, checked where cfn-lint and `sam validate` look away.
+
+References inside environment variables and policy templates, the handlers as the template names
+them, IAM auth on every route but health, least privilege, and private, recoverable storage.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import sysconfig
+from typing import Any
+
+import pytest
+
+from modelrepo.api import ROUTES
+from tests.aws.cfn import ROOT, load_template, translate, walk
+from tests.aws.lambda_worker import POWERTOOLS_ENVIRONMENT
+
+PSEUDO_PARAMETERS = {
+    "AWS::AccountId",
+    "AWS::NoValue",
+    "AWS::Partition",
+    "AWS::Region",
+    "AWS::StackId",
+    "AWS::StackName",
+    "AWS::URLSuffix",
+}
+# The Fn::GetAtt attributes of the resource types the template uses.
+ATTRIBUTES = {
+    "AWS::S3::Bucket": {"Arn", "DomainName", "RegionalDomainName"},
+    "AWS::SQS::Queue": {"Arn", "QueueName", "QueueUrl"},
+    "AWS::DynamoDB::Table": {"Arn", "StreamArn"},
+    "AWS::Serverless::Function": {"Arn"},
+    "AWS::Serverless::Api": {"RootResourceId"},
+}
+# What each setting must name: its environment variable must Ref a resource of this type.
+SETTING_TYPES = {
+    "MODELREPO_UPLOADS_BUCKET": "AWS::S3::Bucket",
+    "MODELREPO_REGISTRY_BUCKET": "AWS::S3::Bucket",
+    "MODELREPO_TABLE": "AWS::DynamoDB::Table",
+    "MODELREPO_REGISTER_DEADLINE_SECONDS": "Parameter",
+}
+
+
+@pytest.fixture(scope="module")
+def template() -> dict[str, Any]:
+    return load_template()
+
+
+@pytest.fixture(scope="module")
+def cloudformation(template: dict[str, Any], aws_environment: dict[str, str]) -> dict[str, Any]:
+    return translate(load_template())
+
+
+def references(node: Any) -> list[tuple[str, str | None]]:
+    """Every (logical name, attribute) that Ref, GetAtt and Sub use inside `node`."""
+    found: list[tuple[str, str | None]] = []
+    for item in walk(node):
+        if not isinstance(item, dict) or len(item) != 1:
+            continue
+        [(function, argument)] = item.items()
+        if function == "Ref":
+            found.append((argument, None))
+        elif function == "Fn::GetAtt":
+            found.append((argument[0], argument[1]))
+        elif function == "Fn::Sub":
+            text, local = (argument, {}) if isinstance(argument, str) else (argument[0], argument[1])
+            for name in re.findall(r"\$\{([^!][^}]*)\}", text):
+                if name not in local:
+                    resource, _, attribute = name.partition(".")
+                    found.append((resource, attribute or None))
+    return found
+
+
+def unresolved(template: dict[str, Any], node: Any) -> list[str]:
+    resources, parameters = template["Resources"], template.get("Parameters", {})
+    problems = []
+    for name, attribute in references(node):
+        if name in PSEUDO_PARAMETERS or (attribute is None and name in parameters):
+            continue
+        if name not in resources:
+            problems.append(f"{name} is not defined")
+        elif attribute is not None and attribute not in ATTRIBUTES.get(resources[name]["Type"], set()):
+            problems.append(f"{resources[name]['Type']} {name} has no attribute {attribute}")
+    return problems
+
+
+def test_every_reference_resolves(template: dict[str, Any]) -> None:
+    environment = template["Globals"]["Function"]["Environment"]
+    policies = [
+        resource["Properties"].get("Policies", [])
+        for resource in template["Resources"].values()
+        if resource["Type"] == "AWS::Serverless::Function"
+    ]
+    assert references(environment) and references(policies), "the walk must find something to check"
+    assert unresolved(template, environment) == []
+    assert unresolved(template, policies) == []
+    assert unresolved(template, template) == []
+
+
+def test_a_reference_to_nothing_is_caught(template: dict[str, Any]) -> None:
+    broken = json.loads(json.dumps(template))
+    broken["Globals"]["Function"]["Environment"]["Variables"]["MODELREPO_TABLE"] = {"Ref": "MetadataTabel"}
+    broken["Resources"]["RecordFunction"]["Properties"]["Policies"][0]["S3ReadPolicy"]["BucketName"] = {
+        "Fn::GetAtt": ["UploadsBucket", "Nmae"]
+    }
+    assert unresolved(broken, broken) == [
+        "MetadataTabel is not defined",
+        "AWS::S3::Bucket UploadsBucket has no attribute Nmae",
+    ]
+
+
+def test_the_environment_is_exactly_what_the_bootstrap_reads(template: dict[str, Any]) -> None:
+    import aws_bootstrap
+
+    variables = template["Globals"]["Function"]["Environment"]["Variables"]
+    ours = {name: value for name, value in variables.items() if name.startswith("MODELREPO_")}
+    assert set(ours) <= set(aws_bootstrap.ENVIRONMENT_VARIABLES.values())
+    for name, value in ours.items():
+        target = value["Ref"]
+        kind = "Parameter" if target in template["Parameters"] else template["Resources"][target]["Type"]
+        assert kind == SETTING_TYPES[name], name
+    assert ours["MODELREPO_UPLOADS_BUCKET"] != ours["MODELREPO_REGISTRY_BUCKET"]
+    sample = {"AWS::S3::Bucket": "bucket-name", "AWS::DynamoDB::Table": "table-name", "Parameter": "10"}
+    environment = {name: sample[SETTING_TYPES[name]] for name in ours}
+    aws_bootstrap.AwsSettings.from_environment(environment)  # every required setting is provided
+    for setting, value in POWERTOOLS_ENVIRONMENT.items():
+        if setting != "POWERTOOLS_TRACE_DISABLED":
+            assert variables[setting] == value
+
+
+def _functions(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    defaults = template["Globals"]["Function"]
+    return {
+        name: {**defaults, **resource["Properties"]}
+        for name, resource in template["Resources"].items()
+        if resource["Type"] == "AWS::Serverless::Function"
+    }
+
+
+def test_each_handler_imports_as_the_template_names_it(template: dict[str, Any]) -> None:
+    """A fresh interpreter with only CodeUri and the layers' content on its path, as in Lambda.
+
+    The layers give the core (no editable install is visible: site is off); third-party packages
+    come from the test environment here and from the layer in the `sam build` smoke test.
+    """
+    functions = _functions(template)
+    assert set(functions) == {"RecordFunction", "ApiFunction"}
+    for name, function in functions.items():
+        assert function["Runtime"] == "python3.12"
+        code = ROOT / function["CodeUri"]
+        layers = []
+        for reference in function["Layers"]:
+            layer = template["Resources"][reference["Ref"]]
+            assert layer["Metadata"]["BuildMethod"] == function["Runtime"]
+            assert (ROOT / layer["Properties"]["ContentUri"] / "requirements.txt").is_file()
+            layers.append(str(ROOT / layer["Properties"]["ContentUri"]))
+        module, _, attribute = function["Handler"].rpartition(".")
+        probe = (
+            "import importlib, json, sys\n"
+            f"sys.path[:0] = {[str(code), *layers]!r}\n"
+            f"sys.path.append({sysconfig.get_path('purelib')!r})\n"
+            f"module = importlib.import_module({module!r})\n"
+            f"assert callable(getattr(module, {attribute!r}))\n"
+            "import modelrepo\n"
+            "print(json.dumps([module.__file__, modelrepo.__file__]))\n"
+        )
+        result = subprocess.run(
+            [sys.executable, "-S", "-c", probe],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={"PATH": "/usr/bin:/bin", **POWERTOOLS_ENVIRONMENT},
+            check=False,
+        )
+        assert result.returncode == 0, f"{name}: {result.stderr}"
+        handler_file, core_file = json.loads(result.stdout.splitlines()[-1])
+        assert handler_file.startswith(str(code) + "/"), name
+        assert any(core_file.startswith(layer + "/") for layer in layers), name
+
+
+def _authorization(cloudformation: dict[str, Any], method: str, path: str) -> list[str]:
+    """The security API Gateway applies to a request, from the OpenAPI body SAM generates.
+
+    API Gateway picks the most specific resource (a literal path before a greedy {proxy+}) and
+    then the method (an explicit one before ANY).
+    """
+    [api] = [r for r in cloudformation["Resources"].values() if r["Type"] == "AWS::ApiGateway::RestApi"]
+    paths = api["Properties"]["Body"]["paths"]
+    literal = paths.get(path)
+    greedy = [p for p in paths if p.endswith("/{proxy+}") and path.startswith(p.removesuffix("{proxy+}"))]
+    operations = literal if literal is not None else paths[max(greedy, key=len)]
+    operation = operations.get(method.lower()) or operations["x-amazon-apigateway-any-method"]
+    # SAM writes `Authorizer: NONE` as a "NONE" requirement: API Gateway then authorises nothing.
+    return sorted(name for requirement in operation.get("security", []) for name in requirement if name != "NONE")
+
+
+def test_every_route_but_health_requires_iam_auth(cloudformation: dict[str, Any]) -> None:
+    [api] = [r for r in cloudformation["Resources"].values() if r["Type"] == "AWS::ApiGateway::RestApi"]
+    schemes = api["Properties"]["Body"]["securityDefinitions"]
+    assert schemes["AWS_IAM"]["x-amazon-apigateway-authtype"] == "awsSigv4"
+    assert _authorization(cloudformation, "POST", "/api/register") == ["AWS_IAM"]
+    for route in ROUTES:
+        path = re.sub(r"\{\w+\}", "x", route.template)
+        expected = [] if path == "/api/health" else ["AWS_IAM"]
+        assert _authorization(cloudformation, route.method, path) == expected, route.template
+
+
+def _statements(cloudformation: dict[str, Any], function: str) -> list[dict[str, Any]]:
+    role = cloudformation["Resources"][f"{function}Role"]
+    return [s for p in role["Properties"].get("Policies", []) for s in p["PolicyDocument"]["Statement"]]
+
+
+def _grants(cloudformation: dict[str, Any], function: str) -> dict[str, set[str]]:
+    """The actions a function may take on each resource of the template."""
+    grants: dict[str, set[str]] = {}
+    for statement in _statements(cloudformation, function):
+        assert statement["Effect"] == "Allow"
+        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        assert all("*" not in action for action in actions), statement
+        targets = {name for name, _ in references(statement["Resource"])} - PSEUDO_PARAMETERS
+        assert targets, f"{function} has a statement on no resource of the template: {statement}"
+        for target in targets:
+            grants.setdefault(target, set()).update(actions)
+    return grants
+
+
+def test_functions_get_least_privilege(cloudformation: dict[str, Any]) -> None:
+    record = _grants(cloudformation, "RecordFunction")
+    assert set(record) == {"UploadsBucket", "MetadataTable"}
+    assert not any(a.startswith("s3:Put") or a.startswith("s3:Delete") for a in record["UploadsBucket"])
+    api = _grants(cloudformation, "ApiFunction")
+    assert set(api) == {"UploadsBucket", "RegistryBucket", "MetadataTable"}
+    assert not any(a.startswith("s3:Put") or a.startswith("s3:Delete") for a in api["UploadsBucket"])
+    assert {"s3:GetObject", "s3:PutObject"} <= api["RegistryBucket"]
+    for grants in (record, api):
+        assert "dynamodb:DeleteTable" not in grants["MetadataTable"]
+        assert {"dynamodb:GetItem", "dynamodb:Query", "dynamodb:PutItem"} <= grants["MetadataTable"]
+
+
+def test_storage_is_private_encrypted_and_recoverable(template: dict[str, Any]) -> None:
+    resources = template["Resources"]
+    for name in ("UploadsBucket", "RegistryBucket"):
+        bucket = resources[name]["Properties"]
+        assert (
+            all(bucket["PublicAccessBlockConfiguration"].values())
+            and len(bucket["PublicAccessBlockConfiguration"]) == 4
+        )
+        rule = bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]
+        assert rule["ServerSideEncryptionByDefault"]["SSEAlgorithm"] in ("AES256", "aws:kms")
+        assert resources[name]["DeletionPolicy"] == "Retain"
+    assert resources["RegistryBucket"]["Properties"]["VersioningConfiguration"]["Status"] == "Enabled"
+    assert "NotificationConfiguration" not in resources["RegistryBucket"]["Properties"]
+    table = resources["MetadataTable"]["Properties"]
+    assert table["BillingMode"] == "PAY_PER_REQUEST"
+    assert table["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
+    assert [k["AttributeName"] for k in table["KeySchema"]] == ["pk", "rk"]
+
+
+def test_upload_events_reach_the_record_function_with_bounded_retries(template: dict[str, Any]) -> None:
+    resources = template["Resources"]
+    [notification] = resources["UploadsBucket"]["Properties"]["NotificationConfiguration"]["QueueConfigurations"]
+    assert notification["Event"] == "s3:ObjectCreated:*"
+    assert notification["Queue"] == {"Fn::GetAtt": ["UploadsQueue", "Arn"]}
+    queue = resources["UploadsQueue"]["Properties"]
+    assert queue["RedrivePolicy"]["deadLetterTargetArn"] == {"Fn::GetAtt": ["UploadsDeadLetterQueue", "Arn"]}
+    assert queue["RedrivePolicy"]["maxReceiveCount"] == {"Ref": "MaxReceiveCount"}
+    assert template["Parameters"]["MaxReceiveCount"]["MaxValue"] <= 20
+    record = resources["RecordFunction"]["Properties"]
+    [event] = record["Events"].values()
+    assert event["Type"] == "SQS" and event["Properties"]["Queue"] == {"Fn::GetAtt": ["UploadsQueue", "Arn"]}
+    assert event["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert queue["VisibilityTimeout"] >= 6 * record["Timeout"]
+    # The queue accepts messages from the uploads bucket only.
+    policy = resources["UploadsQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"][0]
+    assert policy["Principal"] == {"Service": "s3.amazonaws.com"}
+    source = policy["Condition"]["ArnEquals"]["aws:SourceArn"]["Fn::Sub"]
+    assert (
+        source[0].removeprefix("arn:${AWS::Partition}:s3:::")
+        == resources["UploadsBucket"]["Properties"]["BucketName"]["Fn::Sub"][0]
+    )
