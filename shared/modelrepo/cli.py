@@ -18,16 +18,19 @@ import signal
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol, cast
 from urllib.parse import quote, unquote, urlencode
 
 from modelrepo.api import Api, BodyStream, Request, Response
+from modelrepo.backends import BACKENDS, open_backend
 from modelrepo.errors import InvalidInput, ModelRepoError
 from modelrepo.events import ObjectCreated
 from modelrepo.model import ArtifactKey
+from modelrepo.ports import DeadLetter
+from modelrepo.recovery import Reconciler, replay_dead_letters
 from modelrepo.settings import LocalSettings
 
 PROGRESS_THRESHOLD_BYTES = 8 * 1024 * 1024
@@ -178,6 +181,43 @@ def run_command(args: argparse.Namespace, transport: Transport, show: Printer) -
         raise CommandFailed(f"unknown command {command}")
 
 
+OPERATOR_COMMANDS = ("reconcile", "dead-letters", "replay")
+
+
+def run_operator_command(
+    args: argparse.Namespace, settings: LocalSettings, environ: Mapping[str, str], show: Printer
+) -> None:
+    """Commands that work on the storage itself, locally or in a cloud, never through the API."""
+    if settings.url:
+        raise CommandFailed(f"{args.command} works on the storage directly: choose it with --backend, not --url")
+    if args.command != "reconcile" and not 1 <= args.limit <= 1000:
+        raise CommandFailed("--limit must be from 1 to 1000")
+    backend = open_backend(args.backend, environ, settings)
+    try:
+        if args.command == "reconcile":
+            if args.budget is not None and args.budget <= 0:
+                raise CommandFailed("--budget must be a positive number of seconds")
+            show(Reconciler(backend.repository).run(budget_seconds=args.budget).to_json(), "sweep")
+        elif args.command == "dead-letters":
+            letters = backend.dead_letters.peek(args.limit)
+            show([_letter_row(letter) for letter in letters], "letter")
+        else:
+            outcomes = replay_dead_letters(backend.repository, backend.dead_letters, limit=args.limit)
+            show([outcome.to_json() for outcome in outcomes], "replay")
+    finally:
+        backend.close()
+
+
+def _letter_row(letter: DeadLetter) -> dict[str, Any]:
+    return {
+        "handle": letter.handle,
+        "source": letter.source,
+        "keys": [event.key for event in letter.events],
+        "failedAt": letter.failed_at.isoformat() if letter.failed_at else None,
+        "detail": letter.detail,
+    }
+
+
 def _version_number(raw: str) -> int:
     if not raw.isdigit():
         raise CommandFailed(f"version {raw!r} must be a positive integer")
@@ -286,6 +326,28 @@ VIEWS: dict[str, tuple[tuple[str, str], ...]] = {
     ),
     "audit": (("at", "at"), ("actor", "actor"), ("action", "action"), ("subject", "subject")),
     "download": (("path", "path"), ("size", "size"), ("sha256", "sha256")),
+    "sweep": (
+        ("objectsScanned", "objects"),
+        ("recorded", "recorded"),
+        ("rejected", "rejected"),
+        ("runsChecked", "runs"),
+        ("vanished", "vanished"),
+        ("complete", "complete"),
+    ),
+    "letter": (
+        ("handle", "dead letter"),
+        ("source", "source"),
+        ("keys", "keys"),
+        ("failedAt", "failed"),
+        ("detail", "detail"),
+    ),
+    "replay": (
+        ("handle", "dead letter"),
+        ("keys", "keys"),
+        ("outcomes", "outcomes"),
+        ("replayed", "replayed"),
+        ("error", "error"),
+    ),
 }
 
 
@@ -296,6 +358,8 @@ def _cell(key: str, value: Any) -> str:
         return str(value)[:12]
     if isinstance(value, dict):
         return ", ".join(f"{k}={v}" for k, v in value.items())
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value)
     return str(value)
 
 
@@ -396,6 +460,18 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("experiment")
     audit.add_argument("--limit", type=int, default=100)
 
+    reconcile = command("reconcile", "record objects the events missed; flag records whose object vanished")
+    reconcile.add_argument("--backend", default="local", choices=BACKENDS)
+    reconcile.add_argument("--budget", type=float, help="stop after this many seconds; the next run resumes")
+
+    letters = command("dead-letters", "list upload notifications that were given up on")
+    letters.add_argument("--backend", default="local", choices=BACKENDS)
+    letters.add_argument("--limit", type=int, default=100)
+
+    replay = command("replay", "record the uploads of dead letters again, removing those that succeed")
+    replay.add_argument("--backend", default="local", choices=BACKENDS)
+    replay.add_argument("--limit", type=int, default=100)
+
     download = command("download", "download a version's pinned bytes")
     download.add_argument("experiment")
     download.add_argument("version")
@@ -419,6 +495,9 @@ def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = Non
             return _serve(settings, args.verbose)
         if args.command == "upload":
             upload(settings, args.experiment, args.run, args.path, args.name, show, args.json)
+            return 0
+        if args.command in OPERATOR_COMMANDS:
+            run_operator_command(args, settings, os.environ if environ is None else environ, show)
             return 0
         if settings.url:
             key = settings.api_key.get_secret_value() if settings.api_key else None

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
+from typing import Any
 
 from modelrepo.ports import ObjectInfo
 
@@ -23,6 +24,13 @@ class ObjectCreated:
     sequencer: str | None = None
     sha256: str | None = None
     actor: str = "upload-event"
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "uploaded_at": self.uploaded_at.isoformat()}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ObjectCreated:
+        return cls(**{**data, "uploaded_at": datetime.fromisoformat(data["uploaded_at"])})
 
     @classmethod
     def from_object(cls, info: ObjectInfo, actor: str) -> ObjectCreated:

@@ -202,6 +202,7 @@ class RunArtifact(Record):
     sha256: str
     uploaded_at: datetime
     recorded_at: datetime
+    vanished_at: datetime | None = None  # set by a sweep that found the object gone from the bucket
 
 
 class Rejection(Record):

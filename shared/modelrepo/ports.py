@@ -19,7 +19,10 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+if TYPE_CHECKING:
+    from modelrepo.events import ObjectCreated
 
 # --- MetadataStore -------------------------------------------------------------------------------
 
@@ -195,3 +198,34 @@ def iter_chunks(stream: BinaryIO, chunk_size: int = 1 << 20) -> Iterator[bytes]:
     """Read a stream in bounded chunks so that large artifacts never sit in memory whole."""
     while chunk := stream.read(chunk_size):
         yield chunk
+
+
+# --- DeadLetterQueue -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """An upload notification that failed its bounded attempts and was parked.
+
+    `events` holds the upload facts it carried (an S3 message may carry several; none if it could
+    not be decoded). `detail` says why it was parked where the backend knows; never object bytes.
+    """
+
+    handle: str
+    source: str
+    events: tuple[ObjectCreated, ...]
+    failed_at: datetime | None = None
+    detail: str = ""
+
+
+class DeadLetterQueue(ABC):
+    """Where a host parks upload notifications it gave up on: an SQS DLQ, the blob trigger's poison
+    queue or Event Grid's dead-letter container, a local folder."""
+
+    @abstractmethod
+    def peek(self, limit: int = 100) -> list[DeadLetter]:
+        """Up to `limit` parked letters, left in place."""
+
+    @abstractmethod
+    def remove(self, letter: DeadLetter) -> None:
+        """Drop a letter that has been dealt with (replayed successfully)."""

@@ -130,15 +130,19 @@ class ModelRepository:
             writes: list[Write]
             if existing is not None:
                 artifact = RunArtifact.model_validate(existing.data["artifact"])
-                if current is not None and (
-                    current.data["artifact"]["runArtifactId"] == artifact_id or not self._is_newer(event, current)
-                ):
+                is_current = current is not None and current.data["artifact"]["runArtifactId"] == artifact_id
+                if is_current and current is not None and current.data["artifact"].get("vanishedAt"):
+                    action = "artifact.restored"  # the object a sweep found missing is back
+                elif is_current or (current is not None and not self._is_newer(event, current)):
                     return RecordResult(outcome=Outcome.DUPLICATE, artifact=artifact)
-                action = "artifact.current"  # an older version's bytes were uploaded again
+                else:
+                    action = "artifact.current"  # an older version's bytes were uploaded again
                 writes = []
             else:
                 if current is not None and not self._is_newer(event, current):
                     return RecordResult(outcome=Outcome.STALE)
+                if current is None and not self._commit([tables.run_index_put(where.run_id)]):
+                    continue  # the sweep for vanished objects finds runs through this index
                 if digest is None:
                     try:
                         digest, size = self._digest(event.key, event.etag)
@@ -212,6 +216,30 @@ class ModelRepository:
                 continue
             return RecordResult(outcome=Outcome.REJECTED, rejection=rejection)
         raise AssertionError("unreachable: the retry policy raises Busy")
+
+    def flag_vanished_objects(self, run_id: str, *, actor: str) -> int:
+        """Flag the run's current artifacts whose object is gone from the bucket; how many were new.
+
+        Registered versions do not care (their bytes are pinned); the flag tells people that the
+        run's file itself was deleted. A later upload of the same bytes clears it.
+        """
+        check_run_id(run_id)
+        partition = tables.run_partition(run_id)
+        flagged = 0
+        for current in self._query_all(partition, tables.CURRENT_PREFIX):
+            artifact = RunArtifact.model_validate(current.data["artifact"])
+            if artifact.vanished_at is not None or self.artifacts.head(artifact.key) is not None:
+                continue
+            marked = artifact.model_copy(update={"vanished_at": self._now()})
+            subject = f"artifact {artifact.run_artifact_id}"
+            writes: list[Write] = [
+                Put(partition, current.row, {**current.data, "artifact": marked.to_json()}, if_match=current.etag),
+                self._audit(partition, actor, "artifact.vanished", subject, {"key": artifact.key}),
+            ]
+            # Losing the race means the key changed meanwhile (a new upload): nothing to flag now.
+            if self._commit(writes):
+                flagged += 1
+        return flagged
 
     def list_run_artifacts(self, run_id: str) -> list[RunArtifact]:
         """The current version of every artifact of a run, by name."""

@@ -50,6 +50,10 @@ class LocalSettings(BaseModel):
         return self.root / "registry"
 
     @property
+    def dead_letters(self) -> Path:
+        return self.root / "dead-letters"
+
+    @property
     def database(self) -> Path:
         return self.root / "metadata.sqlite3"
 

@@ -7,7 +7,9 @@ Partition `exp~<experimentId>`: the version counter, the versions, idempotency k
 and their history, and the experiment's audit trail. One partition, so a registration (counter +
 version + audit) is one atomic write on every backend.
 Partition `run~<runId>`: the run's artifacts (one row per object version), the current version of
-each key, and their audit trail. Partition `rejections`: uploads that are not artifacts.
+each key, and their audit trail. Partition `rejections`: uploads that are not artifacts. Partition
+`runs`: one row per run ever recorded, so a sweep finds every run's records. Partition `sweeps`:
+where a resumable sweep stands.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import time
 
 from modelrepo.errors import InvalidInput
 from modelrepo.model import RUN_ARTIFACT_ID_PATTERN
+from modelrepo.ports import Put
 
 MAX_NUMBER = 9_999_999_999
 
@@ -32,6 +35,9 @@ ARTIFACT_PREFIX = "art~"
 CURRENT_PREFIX = "cur~"
 REJECTION_PREFIX = "rej~"
 REJECTIONS_PARTITION = "rejections"
+RUNS_PARTITION = "runs"
+RUN_PREFIX = "run~"
+SWEEPS_PARTITION = "sweeps"
 
 
 def _digest32(text: str) -> str:
@@ -50,6 +56,11 @@ def experiment_partition(experiment_id: str) -> str:
 
 def run_partition(run_id: str) -> str:
     return f"run~{run_id}"
+
+
+def run_index_put(run_id: str) -> Put:
+    """Idempotent: written before a run's first artifact, so every recorded run is listed."""
+    return Put(RUNS_PARTITION, RUN_PREFIX + run_id, {"runId": run_id})
 
 
 def version_row(version: int) -> str:

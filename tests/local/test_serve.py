@@ -167,3 +167,36 @@ def test_the_cli_talks_to_a_running_service(served: Served) -> None:
     missing = run_modelrepo("show", "exp1", "7", "--url", served.url)
     assert missing.returncode == 1
     assert missing.stderr.strip() == "modelrepo: error: experiment 'exp1' has no version 7 (HTTP 404)"
+
+
+def test_every_mutating_route_refuses_a_request_without_the_key(served_with_key: Served) -> None:
+    from modelrepo.api import ROUTES
+
+    served = served_with_key
+    served.drop("exp1/run1/model.bin", MODEL)
+    [artifact] = wait_for(lambda: artifacts_of(served, "run1"), timeout=2.0)
+    body = {"experimentId": "exp1", "runArtifactId": artifact["runArtifactId"], "registeredBy": "alice"}
+    assert served.request("POST", "/api/register", body).status == 201
+    before = served.request("GET", "/api/experiments/exp1/audit").json()
+
+    valid_bodies = {
+        "/api/register": body,
+        "/api/experiments/{experimentId}/deployments": {"version": 1, "target": "production", "deployedBy": "m"},
+        "/api/experiments/{experimentId}/deployments/{target}/rollback": {"deployedBy": "m"},
+        "/api/experiments/{experimentId}/models/{version}/tags/{key}": {"value": "v", "by": "m"},
+    }
+    mutating = [r for r in ROUTES if r.method in ("POST", "PUT", "DELETE", "PATCH")]
+    assert len(mutating) == 5
+    for route in mutating:
+        path = (
+            route.template.replace("{experimentId}", "exp1")
+            .replace("{version}", "1")
+            .replace("{target}", "production")
+            .replace("{key}", "stage")
+        )
+        if route.method == "DELETE":
+            path += "?by=mallory"
+        answer = served.request(route.method, path, valid_bodies.get(route.template), authorized=False)
+        assert answer.status == 401, (route.method, route.template, answer.status)
+    assert served.request("GET", "/api/experiments/exp1/audit").json() == before  # nothing was written
+    assert [m["version"] for m in served.request("GET", "/api/experiments/exp1/models").json()["items"]] == [1]

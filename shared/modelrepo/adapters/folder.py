@@ -8,8 +8,10 @@ with identical bytes is the same object version, as it is on S3. Digests are cac
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,7 +20,16 @@ from pathlib import Path
 from typing import BinaryIO, cast
 
 from modelrepo.errors import InvalidInput, ObjectChanged, ObjectMissing
-from modelrepo.ports import ArtifactStore, ObjectInfo, ObjectListing, ProgressCallback, iter_chunks
+from modelrepo.events import ObjectCreated
+from modelrepo.ports import (
+    ArtifactStore,
+    DeadLetter,
+    DeadLetterQueue,
+    ObjectInfo,
+    ObjectListing,
+    ProgressCallback,
+    iter_chunks,
+)
 
 # Files being written by `put` and `pin`; the watcher ignores them.
 TEMP_PREFIX = ".modelrepo-tmp-"
@@ -201,3 +212,42 @@ class FolderArtifactStore(ArtifactStore):
 
     def discard_pinned(self, digest: str) -> None:
         self._pinned_path(digest).unlink(missing_ok=True)
+
+
+class FolderDeadLetterQueue(DeadLetterQueue):
+    """The local runtime's dead letters: one JSON file per upload the watcher gave up on."""
+
+    SOURCE = "local"
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def park(self, event: ObjectCreated, detail: str) -> DeadLetter:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        failed_at = datetime.now(UTC)
+        handle = f"{time.time_ns():020d}-{os.urandom(4).hex()}.json"
+        document = {"event": event.to_json(), "detail": detail, "failedAt": failed_at.isoformat()}
+        temp = self.folder / f"{TEMP_PREFIX}{handle}"
+        temp.write_text(json.dumps(document, ensure_ascii=False))
+        os.replace(temp, self.folder / handle)
+        return DeadLetter(handle, self.SOURCE, (event,), failed_at, detail)
+
+    def peek(self, limit: int = 100) -> list[DeadLetter]:
+        if not self.folder.is_dir():
+            return []
+        handles = sorted(p.name for p in self.folder.glob("*.json") if not p.name.startswith(TEMP_PREFIX))
+        return [self._read(handle) for handle in handles[:limit]]
+
+    def _read(self, handle: str) -> DeadLetter:
+        try:
+            document = json.loads((self.folder / handle).read_text())
+            event = ObjectCreated.from_json(document["event"])
+            failed_at = datetime.fromisoformat(document["failedAt"])
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            return DeadLetter(handle, self.SOURCE, (), None, f"unreadable dead letter: {error}")
+        return DeadLetter(handle, self.SOURCE, (event,), failed_at, str(document.get("detail", "")))
+
+    def remove(self, letter: DeadLetter) -> None:
+        if "/" in letter.handle or letter.handle.startswith("."):
+            raise InvalidInput(f"{letter.handle!r} is not a dead letter of this folder")
+        (self.folder / letter.handle).unlink(missing_ok=True)

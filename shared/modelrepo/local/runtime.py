@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from modelrepo.adapters.folder import FolderArtifactStore
+from modelrepo.adapters.folder import FolderArtifactStore, FolderDeadLetterQueue
 from modelrepo.errors import InvalidInput
 from modelrepo.local.bootstrap import build_api, build_repository
 from modelrepo.local.server import ApiServer
@@ -27,7 +27,8 @@ class LocalRuntime:
             raise InvalidInput(f"cannot listen on {settings.host}:{settings.port}: {error.strerror}") from None
         store = self.repository.artifacts
         assert isinstance(store, FolderArtifactStore)
-        self.watcher = DropFolderWatcher(store, self.repository.record_artifact)
+        self.dead_letters = FolderDeadLetterQueue(settings.dead_letters)
+        self.watcher = DropFolderWatcher(store, self.repository.record_artifact, self.dead_letters)
         self._thread: threading.Thread | None = None
 
     @property

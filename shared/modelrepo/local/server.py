@@ -12,7 +12,9 @@ from modelrepo.api import Api, Request, Response, problem
 
 log = logging.getLogger(__name__)
 
-PUBLIC_PATHS = frozenset({"/api/health"})
+PUBLIC_PATHS = frozenset({"/api/health", "/api/openapi.json"})
+# An oversized body up to this size is read and dropped before the 413; a larger one is not read.
+DRAIN_LIMIT_BYTES = 32 * 1024 * 1024
 
 
 class ApiServer(ThreadingHTTPServer):
@@ -82,8 +84,17 @@ class _RequestHandler(BaseHTTPRequestHandler):
             return problem(400, f"Content-Length {raw!r} is not a number")
         length = int(raw)
         if length > self.server.api.max_body_bytes:
+            if length <= DRAIN_LIMIT_BYTES:
+                self._discard(length)  # so the client reads our answer instead of a reset connection
             return problem(413, f"the request body is larger than {self.server.api.max_body_bytes} bytes")
         return self.rfile.read(length)
+
+    def _discard(self, length: int) -> None:
+        while length > 0:
+            chunk = self.rfile.read(min(length, 1 << 16))
+            if not chunk:
+                return
+            length -= len(chunk)
 
     def _send(self, response: Response) -> None:
         try:

@@ -31,7 +31,7 @@ from watchdog.events import (
 )
 from watchdog.observers import Observer
 
-from modelrepo.adapters.folder import TEMP_PREFIX, FolderArtifactStore
+from modelrepo.adapters.folder import TEMP_PREFIX, FolderArtifactStore, FolderDeadLetterQueue
 from modelrepo.errors import InvalidInput
 from modelrepo.events import ObjectCreated
 from modelrepo.ports import ObjectInfo
@@ -60,7 +60,10 @@ class DropFolderWatcher(FileSystemEventHandler):
         self,
         store: FolderArtifactStore,
         deliver: Callable[[ObjectCreated], object],
+        dead_letters: FolderDeadLetterQueue,
         *,
+        attempts: int = 3,
+        retry_seconds: float = 0.5,
         quiet_seconds: float = 0.2,
         created_quiet_seconds: float = 0.5,
         unclosed_quiet_seconds: float = 3.0,
@@ -68,6 +71,9 @@ class DropFolderWatcher(FileSystemEventHandler):
     ) -> None:
         self._store = store
         self._deliver = deliver
+        self._dead_letters = dead_letters
+        self._attempts = attempts
+        self._retry_seconds = retry_seconds
         self._quiet = quiet_seconds
         self._created_quiet = created_quiet_seconds
         self._unclosed_quiet = unclosed_quiet_seconds
@@ -175,14 +181,29 @@ class DropFolderWatcher(FileSystemEventHandler):
         return {CLOSED: self._quiet, CREATED: self._created_quiet}.get(pending.state, self._unclosed_quiet)
 
     def _record(self, path: Path) -> None:
+        """Deliver one upload, retrying a few times; then park it as a dead letter, never lose it."""
         try:
             info = self._object_info(path)
-            if info is None:
+        except OSError as error:
+            log.warning("cannot read %s (%s); it is recorded on its next change or restart", path, error)
+            return
+        if info is None:
+            return
+        event = ObjectCreated.from_object(info, ACTOR)
+        for attempt in range(1, self._attempts + 1):
+            try:
+                result = self._deliver(event)
+            except Exception as error:
+                if attempt == self._attempts:
+                    letter = self._dead_letters.park(event, f"{type(error).__name__}: {error}")
+                    log.error("%s failed %d times; parked as dead letter %s", info.key, attempt, letter.handle)
+                    return
+                log.warning("%s failed (%s); retrying", info.key, error)
+                if self._stopping.wait(self._retry_seconds * attempt):
+                    return
+            else:
+                log.info("%s: %s", info.key, getattr(result, "outcome", result))
                 return
-            result = self._deliver(ObjectCreated.from_object(info, ACTOR))
-            log.info("%s: %s", info.key, getattr(result, "outcome", result))
-        except Exception:
-            log.exception("could not record %s; it will be retried on the next change or restart", path)
 
     def _object_info(self, path: Path) -> ObjectInfo | None:
         key = path.relative_to(self._store.uploads).as_posix()
