@@ -8,13 +8,15 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
+from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 
@@ -35,6 +37,7 @@ class Served:
     root: Path
     process: subprocess.Popen[str]
     api_key: str | None = None
+    log: deque[str] = field(default_factory=lambda: deque(maxlen=200))
 
     def request(
         self,
@@ -93,8 +96,15 @@ def start_serve(root: Path, *extra: str, api_key: str | None = None) -> Served:
         process.kill()
         raise AssertionError(f"modelrepo serve did not start: {line}{process.stderr.read()}")
     served = Served(found.group(1), root, process, api_key)
+    # Keep reading its log, or the server blocks once the pipe's buffer is full.
+    threading.Thread(target=_drain, args=(process.stderr, served.log), daemon=True).start()
     wait_for(lambda: served.request("GET", "/api/health").status == 200, timeout=10)
     return served
+
+
+def _drain(stream: IO[str], keep: deque[str]) -> None:
+    for line in stream:
+        keep.append(line)
 
 
 def stop_serve(served: Served) -> None:
@@ -104,8 +114,6 @@ def stop_serve(served: Served) -> None:
     except subprocess.TimeoutExpired:
         served.process.kill()
         served.process.wait()
-    if served.process.stderr:
-        served.process.stderr.close()
 
 
 @pytest.fixture

@@ -60,6 +60,7 @@ class FolderArtifactStore(ArtifactStore):
         self.registry = registry
         uploads.mkdir(parents=True, exist_ok=True)
         registry.mkdir(parents=True, exist_ok=True)
+        self._name_max = os.pathconf(uploads, "PC_NAME_MAX")
         self._digests: OrderedDict[tuple[int, ...], str] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -76,6 +77,12 @@ class FolderArtifactStore(ArtifactStore):
             or segments[-1].startswith(TEMP_PREFIX)
         ):
             raise InvalidInput(f"{key!r} is not a usable object key")
+        too_long = next((s for s in segments if len(os.fsencode(s)) > self._name_max), None)
+        if too_long is not None:
+            raise InvalidInput(
+                f"a path segment of {key!r} is {len(os.fsencode(too_long))} bytes; this file system "
+                f"allows {self._name_max} per folder or file name"
+            )
         return self.uploads.joinpath(*segments)
 
     def key_of(self, path: Path) -> str:
