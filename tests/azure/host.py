@@ -9,29 +9,34 @@ Functions Core Tools cannot run here, so the tests call the functions registered
   the `func.EventGridEvent` (BlobCreated) Azure Storage would publish for it. `deliver` then does
   what the host's blob extension does with that delivery: it binds the blob's *current* version,
   invokes `record_upload` with a real `func.InputStream`, retries a failing invocation up to
-  `extensions.blobs.poisonBlobThreshold` (read from host.json) times, then parks the event on a
-  poison list, as the host does with the `webjobs-blobtrigger-poison` queue.
+  `extensions.blobs.poisonBlobThreshold` (read from host.json) times, then parks it: it enqueues
+  the message the host writes to the `webjobs-blobtrigger-poison` queue (base64-encoded JSON naming
+  the function, container, blob and ETag) and keeps the event on a list for the test to see.
 """
 
 from __future__ import annotations
 
+import base64
 import itertools
 import json
 import uuid
 from collections.abc import Callable, Mapping
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlencode, urlsplit
+from urllib.parse import urlencode
 
 import azure.functions as func
 from azure.core import MatchConditions
-from azure.core.exceptions import ResourceNotFoundError
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.functions.blob import BlobConverter
 from azure.functions.meta import Datum
 from azure.storage.blob import BlobServiceClient
+from azure.storage.queue import QueueServiceClient
 
 import function_app
+from modelrepo.adapters.azure import POISON_QUEUE, blob_name_from_url
 
 REPO = Path(__file__).resolve().parents[2]
 HOST_JSON = json.loads((REPO / "host.json").read_text())
@@ -115,13 +120,14 @@ class BlobTriggerHost:
     """Delivers Event Grid events to `record_upload` the way the Functions host does."""
 
     service: BlobServiceClient
+    queues: QueueServiceClient | None = None
     invocations: int = 0
     poison: list[func.EventGridEvent] = field(default_factory=list)
     failures: list[Exception] = field(default_factory=list)
     with_properties: bool = True
 
     def deliver(self, event: func.EventGridEvent) -> None:
-        for _ in range(POISON_THRESHOLD):
+        for attempt in range(1, POISON_THRESHOLD + 1):
             stream = self._bind(event)
             if stream is None:
                 return  # the blob is gone: the host drops the work
@@ -130,17 +136,36 @@ class BlobTriggerHost:
                 user_function("record_upload")(stream)
             except Exception as error:  # the host logs it and tries again
                 self.failures.append(error)
+                if attempt == POISON_THRESHOLD:
+                    self.poison.append(event)
+                    self._enqueue_poison(stream)
                 continue
             return
-        self.poison.append(event)
+
+    def _enqueue_poison(self, stream: func.InputStream) -> None:
+        """The message the WebJobs blob extension writes for a blob it gave up on."""
+        if self.queues is None:
+            return
+        container, _, name = (stream.name or "").partition("/")
+        properties = getattr(stream, "blob_properties", None) or {}
+        etag = properties.get("ETag") or self.service.get_blob_client(container, name).get_blob_properties().etag
+        message = {
+            "Type": "BlobTrigger",
+            "FunctionId": "Host.Functions.record_upload",
+            "BlobType": "BlockBlob",
+            "ContainerName": container,
+            "BlobName": name,
+            "ETag": etag,
+        }
+        queue = self.queues.get_queue_client(POISON_QUEUE)
+        with suppress(ResourceExistsError):
+            queue.create_queue()
+        queue.send_message(base64.b64encode(json.dumps(message).encode()).decode())
 
     def _bind(self, event: func.EventGridEvent) -> func.InputStream | None:
         """The blob binding: the blob's current version, named `<container>/<name>`."""
         container = event.subject.split("/containers/", 1)[1].split("/blobs/", 1)[0]
-        # The blob name is the URL path after the container (Azurite puts the account first),
-        # percent-decoded with unquote: '+' is a plus sign in a blob URL, not a space.
-        path = urlsplit(str(event.get_json()["url"])).path
-        name = unquote(path.split(f"/{container}/", 1)[1])
+        name = blob_name_from_url(str(event.get_json()["url"]), container)
         blob = self.service.get_blob_client(container, name)
         try:
             properties = blob.get_blob_properties()

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from pycep import BicepParser
 
-from functions_azure.settings import CONNECTION, AzureSettings
+from modelrepo.adapters.azure import CONNECTION, AzureSettings
 from tests.azure.host import FUNCTIONS
 
 INFRA = Path(__file__).resolve().parents[2] / "infra"
