@@ -26,7 +26,9 @@ def run_reconcile(caplog: pytest.LogCaptureFixture) -> dict[str, Any]:
     with caplog.at_level(logging.INFO, logger="functions_azure.maintenance"):
         user_function("reconcile")(TimerRequest(past_due=False))
     [record] = [r for r in caplog.records if r.name == "functions_azure.maintenance"]
-    report: dict[str, Any] = record.args[1]  # type: ignore[index]
+    assert isinstance(record.args, tuple)
+    report = record.args[1]
+    assert isinstance(report, dict)
     return report
 
 
