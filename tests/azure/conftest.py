@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import suppress
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from azure.core.exceptions import ResourceNotFoundError
@@ -34,6 +35,14 @@ class AzureApp:
 
     def upload(self, key: str, data: bytes) -> None:
         self.service.get_blob_client(self.uploads, key).upload_blob(data, overwrite=True)
+
+    def rows(self) -> dict[tuple[str, str], dict[str, Any]]:
+        """Every table row's document (not its ETag or timestamp), to compare before and after."""
+        entities = self.tables.get_table_client(self.table).list_entities()
+        return {(e["PartitionKey"], e["RowKey"]): {k: v for k, v in e.items() if k.startswith("doc")} for e in entities}
+
+    def blobs(self, container: str) -> dict[str, str]:
+        return {b.name: b.etag for b in self.service.get_container_client(container).list_blobs()}
 
 
 @pytest.fixture

@@ -32,12 +32,6 @@ def run_reconcile(caplog: pytest.LogCaptureFixture) -> dict[str, Any]:
     return report
 
 
-def table_state(app: AzureApp) -> dict[tuple[str, str], dict[str, Any]]:
-    """Every row's document (not its ETag or timestamp)."""
-    rows = app.tables.get_table_client(app.table).list_entities()
-    return {(r["PartitionKey"], r["RowKey"]): {k: v for k, v in r.items() if k.startswith("doc")} for r in rows}
-
-
 def test_the_timer_reads_its_schedule_from_an_app_setting_and_fits_the_function_timeout() -> None:
     [binding] = json.loads(FUNCTIONS["reconcile"].get_function_json())["bindings"]
     assert binding["type"] == "timerTrigger" and binding["schedule"] == f"%{RECONCILE_SCHEDULE_SETTING}%"
@@ -75,10 +69,10 @@ def test_a_scheduled_run_records_missed_uploads_flags_vanished_ones_and_a_rerun_
     run1 = {a["name"]: a for a in body_of(http("GET", "/api/runs/run1/artifacts"))["items"]}
     assert run1["deleted.bin"]["vanishedAt"] is not None and run1["seen.bin"]["vanishedAt"] is None
 
-    before = table_state(azure_app)
+    before = azure_app.rows()
     again = run_reconcile(caplog)
     assert (again["recorded"], again["vanished"], again["complete"]) == (0, 0, True)
-    assert table_state(azure_app) == before
+    assert azure_app.rows() == before
 
 
 def test_a_run_concurrent_with_live_uploads_records_every_upload_exactly_once(

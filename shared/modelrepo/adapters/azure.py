@@ -46,6 +46,8 @@ from azure.storage.blob import (
     UserDelegationKey,
     generate_blob_sas,
 )
+from azure.storage.blob import ExponentialRetry as BlobExponentialRetry
+from azure.storage.queue import ExponentialRetry as QueueExponentialRetry
 from azure.storage.queue import QueueClient, QueueMessage, QueueServiceClient
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
@@ -81,6 +83,9 @@ from modelrepo.service import ModelRepository
 # never see a partial object and memory stays bounded.
 BLOCK_BYTES = 4 * 1024 * 1024
 # The SDK's own retry policy and timeouts, for everything but table writes (see the module docstring).
+# Tables: exponential backoff 0.4 s, 0.8 s, 1.6 s, 3.2 s (capped at 8 s), without jitter; the
+# core's retries above it jitter. Blob and queue clients take these options for timeouts and
+# retry_total only: their own retry policy is built below.
 CLIENT_OPTIONS: dict[str, Any] = {
     "retry_total": 4,
     "retry_backoff_factor": 0.4,
@@ -88,6 +93,9 @@ CLIENT_OPTIONS: dict[str, Any] = {
     "connection_timeout": 10,
     "read_timeout": 60,
 }
+# Blob and queue retries: three, after 2, 4 and 8 s, each +-1 s of jitter (the storage SDKs' own
+# default waits 15 s and more, too long inside an HTTP request or a trigger invocation).
+STORAGE_RETRY_TOTAL, STORAGE_INITIAL_BACKOFF, STORAGE_INCREMENT_BASE, STORAGE_JITTER = 3, 0, 2, 1
 # A Table string property holds at most 64 KiB (32 Ki UTF-16 units); documents are ASCII JSON
 # split over properties doc, doc1, doc2 ... of this many characters; 16 of them stay under the
 # 1 MiB an entity may hold.
@@ -115,7 +123,7 @@ class AzureStorage:
         return cls(
             BlobServiceClient.from_connection_string(connection_string, **(_blob_options() | options)),
             TableServiceClient.from_connection_string(connection_string, **(CLIENT_OPTIONS | options)),
-            QueueServiceClient.from_connection_string(connection_string, **(CLIENT_OPTIONS | options)),
+            QueueServiceClient.from_connection_string(connection_string, **(_queue_options() | options)),
         )
 
     @classmethod
@@ -126,12 +134,32 @@ class AzureStorage:
         return cls(
             BlobServiceClient(blob_service_uri, credential=credential, **_blob_options()),
             TableServiceClient(table_service_uri, credential=credential, **CLIENT_OPTIONS),
-            QueueServiceClient(queue_service_uri, credential=credential, **CLIENT_OPTIONS),
+            QueueServiceClient(queue_service_uri, credential=credential, **_queue_options()),
         )
 
 
 def _blob_options() -> dict[str, Any]:
-    return {"max_single_put_size": BLOCK_BYTES, "max_block_size": BLOCK_BYTES, **CLIENT_OPTIONS}
+    return {
+        **CLIENT_OPTIONS,
+        "max_single_put_size": BLOCK_BYTES,
+        "max_block_size": BLOCK_BYTES,
+        "retry_policy": BlobExponentialRetry(
+            initial_backoff=STORAGE_INITIAL_BACKOFF,
+            increment_base=STORAGE_INCREMENT_BASE,
+            retry_total=STORAGE_RETRY_TOTAL,
+            random_jitter_range=STORAGE_JITTER,
+        ),
+    }
+
+
+def _queue_options() -> dict[str, Any]:
+    retry = QueueExponentialRetry(
+        initial_backoff=STORAGE_INITIAL_BACKOFF,
+        increment_base=STORAGE_INCREMENT_BASE,
+        retry_total=STORAGE_RETRY_TOTAL,
+        random_jitter_range=STORAGE_JITTER,
+    )
+    return {**CLIENT_OPTIONS, "retry_policy": retry}
 
 
 # --- MetadataStore -------------------------------------------------------------------------------
