@@ -115,6 +115,21 @@ def blob_created(service: BlobServiceClient, container: str, key: str) -> func.E
     )
 
 
+def event_grid_json(event: func.EventGridEvent, **delivery: Any) -> dict[str, Any]:
+    """The event in Event Grid's JSON schema, as a webhook or a dead-letter blob carries it."""
+    return {
+        "id": event.id,
+        "eventTime": event.event_time.isoformat() if event.event_time else None,
+        "eventType": event.event_type,
+        "subject": event.subject,
+        "topic": event.topic,
+        "data": event.get_json(),
+        "dataVersion": event.data_version,
+        "metadataVersion": "1",
+        **delivery,
+    }
+
+
 @dataclass
 class BlobTriggerHost:
     """Delivers Event Grid events to `record_upload` the way the Functions host does."""

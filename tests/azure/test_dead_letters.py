@@ -23,7 +23,7 @@ from modelrepo.adapters.azure import (
 from modelrepo.cli import main
 from modelrepo.recovery import replay_dead_letters
 from tests.azure.conftest import AzureApp
-from tests.azure.host import POISON_THRESHOLD, blob_created, http
+from tests.azure.host import POISON_THRESHOLD, blob_created, event_grid_json, http
 
 KEY = "exp1/run1/model.onnx"
 
@@ -82,23 +82,15 @@ def test_a_poisoned_upload_is_listed_replayed_and_removed_while_others_flow(
 
 def dead_letter_event(app: AzureApp, key: str, reason: str = "MaxDeliveryAttemptsExceeded") -> dict[str, Any]:
     """What Event Grid writes for an event it could not deliver: the event plus delivery facts."""
-    event = blob_created(app.service, app.uploads, key)
-    return {
-        "id": event.id,
-        "eventTime": event.event_time.isoformat() if event.event_time else None,
-        "eventType": event.event_type,
-        "subject": event.subject,
-        "topic": event.topic,
-        "data": event.get_json(),
-        "dataVersion": "",
-        "metadataVersion": "1",
-        "deadLetterReason": reason,
-        "deliveryAttempts": 30,
-        "lastDeliveryOutcome": "GenericError",
-        "lastHttpStatusCode": 500,
-        "publishTime": "2026-01-02T03:04:05.1234567Z",
-        "lastDeliveryAttemptTime": "2026-01-03T03:04:05.1234567Z",
-    }
+    return event_grid_json(
+        blob_created(app.service, app.uploads, key),
+        deadLetterReason=reason,
+        deliveryAttempts=30,
+        lastDeliveryOutcome="GenericError",
+        lastHttpStatusCode=500,
+        publishTime="2026-01-02T03:04:05.1234567Z",
+        lastDeliveryAttemptTime="2026-01-03T03:04:05.1234567Z",
+    )
 
 
 def park(app: AzureApp, document: bytes) -> str:
