@@ -3,8 +3,10 @@
 Functions Core Tools cannot run here, so the tests call the functions registered on
 `function_app.app` directly, with the objects the host would hand them:
 
-- HTTP: a real `func.HttpRequest`, routed like the host routes `/api/...` (the anonymous `health`
-  function for `/api/health`, the catch-all `api` function for everything else).
+- HTTP: a real `func.HttpRequest`, routed like the host routes `/api/...` by the registered
+  functions' routes and methods (a literal route such as `health` before the catch-all
+  `{*path}`), with the host's key check: a function above `anonymous` level answers 401 without
+  running unless the request carries a valid key (`x-functions-key` header or `?code=`).
 - Uploads: Azurite emits no Event Grid events, so a test uploads a real blob to Azurite and builds
   the `func.EventGridEvent` (BlobCreated) Azure Storage would publish for it. `deliver` then does
   what the host's blob extension does with that delivery: it binds the blob's *current* version,
@@ -51,6 +53,31 @@ def user_function(name: str) -> Callable[..., Any]:
     return FUNCTIONS[name].get_user_function()
 
 
+# The function keys the simulated host accepts (in Azure: `az functionapp keys list`).
+FUNCTION_KEY = "simulated-function-key"
+
+
+def http_functions() -> dict[str, dict[str, Any]]:
+    """The httpTrigger binding of every HTTP function, by name."""
+    found = {}
+    for name, function in FUNCTIONS.items():
+        for binding in json.loads(function.get_function_json())["bindings"]:
+            if binding["type"] == "httpTrigger":
+                found[name] = binding
+    return found
+
+
+def route_of(method: str, path: str) -> str:
+    """The function the host runs for `method` on `/api/<path>`: a literal route before a catch-all."""
+    route = path.removeprefix("/api/")
+    candidates = [(name, b) for name, b in http_functions().items() if method.upper() in b["methods"]]
+    for name, binding in candidates:
+        if binding["route"] == route:
+            return name
+    [catch_all] = [name for name, binding in candidates if binding["route"].startswith("{*")]
+    return catch_all
+
+
 def http(
     method: str,
     path: str,
@@ -58,8 +85,12 @@ def http(
     body: bytes | str | dict[str, Any] | list[Any] | None = None,
     headers: Mapping[str, str] | None = None,
     params: Mapping[str, str] | None = None,
+    key: str | None = FUNCTION_KEY,
 ) -> func.HttpResponse:
-    """Call the HTTP function the host would route `path` to. `path` is raw (percent-encoded)."""
+    """Call the HTTP function the host would route `path` to. `path` is raw (percent-encoded).
+
+    `key` travels as `x-functions-key`; None sends no key.
+    """
     if isinstance(body, dict | list):
         raw = json.dumps(body).encode()
         headers = {"Content-Type": "application/json", **(headers or {})}
@@ -67,6 +98,8 @@ def http(
         raw = body.encode()
     else:
         raw = body or b""
+    if key is not None:
+        headers = {"x-functions-key": key, **(headers or {})}
     query = f"?{urlencode(params)}" if params else ""
     request = func.HttpRequest(
         method=method,
@@ -76,7 +109,11 @@ def http(
         route_params={"path": path.removeprefix("/api/")},
         body=raw,
     )
-    name = "health" if path == "/api/health" and method == "GET" else "api"
+    name = route_of(method, path)
+    if http_functions()[name]["authLevel"] != "ANONYMOUS":
+        given = request.headers.get("x-functions-key") or request.params.get("code")
+        if given != FUNCTION_KEY:
+            return func.HttpResponse(b"", status_code=401)  # the host refuses before the function runs
     response = user_function(name)(request)
     assert isinstance(response, func.HttpResponse)
     return response
