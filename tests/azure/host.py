@@ -59,11 +59,11 @@ FUNCTION_KEY = "simulated-function-key"
 
 def http_functions() -> dict[str, dict[str, Any]]:
     """The httpTrigger binding of every HTTP function, by name."""
-    found = {}
+    found: dict[str, dict[str, Any]] = {}
     for name, function in FUNCTIONS.items():
         for binding in json.loads(function.get_function_json())["bindings"]:
             if binding["type"] == "httpTrigger":
-                found[name] = binding
+                found[str(name)] = binding
     return found
 
 
