@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 
 from functions_azure import bootstrap
-from modelrepo.adapters.azure import AzureBlobArtifactStore, AzureSettings, AzureTableMetadataStore
+from modelrepo.adapters.azure import (
+    POISON_QUEUE,
+    AzureBlobArtifactStore,
+    AzureDeadLetterQueue,
+    AzureSettings,
+    AzureTableMetadataStore,
+    open_backend,
+)
+from modelrepo.cli import main
 from modelrepo.errors import InvalidInput
 
 IDENTITY = {
@@ -58,3 +66,19 @@ def test_the_connection_string_is_secret_in_reprs() -> None:
         {"ModelRepoStorage": "AccountName=a;AccountKey=c2VjcmV0", "MODELREPO_UPLOADS_CONTAINER": "uploads"}
     )
     assert "c2VjcmV0" not in repr(settings) and not settings.uses_identity
+
+
+def test_the_cli_backend_reads_the_same_settings_and_builds_without_network(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    backend = open_backend(IDENTITY)
+    assert isinstance(backend.dead_letters, AzureDeadLetterQueue)
+    queue = backend.dead_letters._queue
+    assert queue.queue_name == POISON_QUEUE and queue.url.startswith(IDENTITY["ModelRepoStorage__queueServiceUri"])
+    artifacts = backend.repository.artifacts
+    assert isinstance(artifacts, AzureBlobArtifactStore)
+    assert getattr(artifacts._service.credential, "account_key", None) is None  # a token credential, no key
+    backend.close()
+    # Without the app settings the command says which are missing, and fails.
+    assert main(["dead-letters", "--backend", "azure"], environ={}) == 1
+    assert "invalid app settings" in capsys.readouterr().err
