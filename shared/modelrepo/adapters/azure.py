@@ -403,7 +403,12 @@ class AzureBlobArtifactStore(ArtifactStore):
         with _storage_errors(f"listing {prefix!r}"):
             blobs = self._uploads.list_blobs(name_starts_with=prefix or None, results_per_page=min(limit + 1, 5000))
             page = list(islice((b for b in blobs if after is None or b.name > after), limit + 1))
-        objects = [ObjectInfo(key=b.name, size=b.size, etag=b.etag, modified_at=b.last_modified) for b in page[:limit]]
+        # List Blobs gives ETags unquoted, HEAD and PUT quoted: one version must have one ETag (it
+        # is part of the artifact's identity), so listings use the quoted form too.
+        objects = [
+            ObjectInfo(key=b.name, size=b.size, etag=quoted_etag(b.etag) or b.etag, modified_at=b.last_modified)
+            for b in page[:limit]
+        ]
         return ObjectListing(objects, objects[-1].key if len(page) > limit else None)
 
     # --- registry --------------------------------------------------------------------------------
