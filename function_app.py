@@ -2,8 +2,9 @@
 
 import azure.functions as func
 
-from functions_azure import http, uploads
+from functions_azure import http, maintenance, uploads
 
 app = func.FunctionApp()
 app.register_functions(http.blueprint)
 app.register_functions(uploads.blueprint)
+app.register_functions(maintenance.blueprint)

@@ -1,7 +1,9 @@
-"""The Azure host's composition root: the only code that reads app settings or builds SDK clients.
+"""The Azure host's composition root: the only code of the functions that reads app settings.
 
-Nothing is built at import time: the first invocation builds the repository once per worker
-process, and later invocations reuse its clients (and their connection pools).
+The settings and the clients are the adapter's (`modelrepo.adapters.azure`), shared with
+`modelrepo ... --backend azure`, so the CLI works on exactly what the functions use. Nothing is
+built at import time: the first invocation builds the repository once per worker process, and
+later invocations reuse its clients (and their connection pools).
 """
 
 from __future__ import annotations
@@ -10,12 +12,8 @@ import os
 import threading
 from dataclasses import dataclass
 
-from azure.identity import DefaultAzureCredential
-
-from functions_azure.settings import AzureSettings
-from modelrepo.adapters.azure import AzureBlobArtifactStore, AzureStorage, AzureTableMetadataStore, create_container
+from modelrepo.adapters.azure import AzureSettings, build_repository, connect, create_container
 from modelrepo.api import Api
-from modelrepo.retry import RetryPolicy
 from modelrepo.service import ModelRepository
 
 
@@ -48,20 +46,11 @@ def reset() -> None:
 
 
 def build(settings: AzureSettings) -> AzureRuntime:
-    if settings.uses_identity:
-        assert settings.blob_service_uri is not None and settings.table_service_uri is not None
-        credential = DefaultAzureCredential(managed_identity_client_id=settings.client_id)
-        storage = AzureStorage.from_identity(settings.blob_service_uri, settings.table_service_uri, credential)
-    else:
-        assert settings.connection_string is not None
-        storage = AzureStorage.from_connection_string(settings.connection_string.get_secret_value())
+    storage = connect(settings)
+    if not settings.uses_identity:
         # Development against Azurite: create what infra/main.bicep creates in Azure.
-        for container in (settings.uploads_container, settings.registry_container):
+        for container in (settings.uploads_container, settings.registry_container, settings.dead_letter_container):
             create_container(storage.blobs, container)
         storage.tables.create_table_if_not_exists(settings.table)
-    repository = ModelRepository(
-        AzureBlobArtifactStore(storage.blobs, settings.uploads_container, settings.registry_container),
-        AzureTableMetadataStore(storage.tables.get_table_client(settings.table)),
-        retry=RetryPolicy(deadline_seconds=settings.register_deadline_seconds),
-    )
+    repository = build_repository(settings, storage)
     return AzureRuntime(settings, repository, Api(repository, max_body_bytes=settings.max_body_bytes))

@@ -1,8 +1,10 @@
 """HTTP functions: every route of `modelrepo.api` under /api, behind a function key.
 
 One catch-all function hands each request to `Api.handle`, so the routes, schemas, status codes
-and problem answers are exactly those of the local runtime; nothing is redefined here. Health is
-a second, anonymous function on the same code path.
+and problem answers are exactly those of the local runtime; nothing is redefined here. Two
+read-only routes are anonymous functions on the same code path: health (for monitors) and the
+OpenAPI document (it describes the API's shape and holds no data; clients and code generators
+fetch it before they have a key; the document itself marks both as needing no credentials).
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ from modelrepo.api import Request, Response
 blueprint = func.Blueprint()  # type: ignore[no-untyped-call]  # azure-functions leaves __init__ untyped
 
 METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS")
-# The function key travels as `?code=`; it is the host's business, not a query parameter of ours.
+# The function key travels as `?code=` or `x-functions-key`; it is the host's business, so it never
+# reaches the API (or its logs).
 HOST_PARAMETERS = frozenset({"code"})
+HOST_HEADERS = frozenset({"x-functions-key"})
 
 
 def to_request(request: func.HttpRequest) -> Request:
@@ -26,7 +30,7 @@ def to_request(request: func.HttpRequest) -> Request:
         method=request.method,
         path=urlsplit(request.url).path,  # still percent-encoded, as the API expects
         query={k: v for k, v in request.params.items() if k not in HOST_PARAMETERS},
-        headers={k.lower(): v for k, v in request.headers.items()},
+        headers={k.lower(): v for k, v in request.headers.items() if k.lower() not in HOST_HEADERS},
         body=request.get_body() or b"",
     )
 
@@ -55,6 +59,12 @@ def serve(request: func.HttpRequest) -> func.HttpResponse:
 @blueprint.function_name("health")
 @blueprint.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def health(req: func.HttpRequest) -> func.HttpResponse:
+    return serve(req)
+
+
+@blueprint.function_name("openapi")
+@blueprint.route(route="openapi.json", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+def openapi(req: func.HttpRequest) -> func.HttpResponse:
     return serve(req)
 
 

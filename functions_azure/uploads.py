@@ -13,14 +13,12 @@ it up to `extensions.blobs.poisonBlobThreshold` (host.json) times and then parks
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import azure.functions as func
 
 from functions_azure.bootstrap import runtime
-from functions_azure.settings import CONNECTION, UPLOADS_SETTING
+from modelrepo.adapters.azure import CONNECTION, UPLOADS_SETTING, parse_time, quoted_etag
 from modelrepo.events import ObjectCreated
 from modelrepo.ports import ArtifactStore
 
@@ -41,33 +39,13 @@ def object_created(blob: func.InputStream, container: str, artifacts: ArtifactSt
     key = name.removeprefix(f"{container}/")
     # The worker's concrete InputStream carries the host's blob properties; the ABC does not say so.
     properties: dict[str, Any] = dict(getattr(blob, "blob_properties", None) or {})
-    etag, modified = _etag(properties.get("ETag")), _time(properties.get("LastModified"))
+    etag, modified = quoted_etag(properties.get("ETag")), parse_time(properties.get("LastModified"))
     if etag is None or modified is None or blob.length is None:
         info = artifacts.head(key)
         if info is None:
             return None
         return ObjectCreated(key=key, etag=info.etag, size=info.size, uploaded_at=info.modified_at, actor=ACTOR)
     return ObjectCreated(key=key, etag=etag, size=blob.length, uploaded_at=modified, actor=ACTOR)
-
-
-def _etag(value: object) -> str | None:
-    """ETags in the form the Blob SDK uses (quoted), whichever form the host passed."""
-    if not isinstance(value, str) or not value.strip('"'):
-        return None
-    return f'"{value.strip(chr(34))}"'
-
-
-def _time(value: object) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        try:
-            parsed = parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 @blueprint.function_name("record_upload")

@@ -27,11 +27,24 @@ param maximumInstanceCount int = 40
 @description('Create the Event Grid subscription; set true after the code is published.')
 param subscribeToUploads bool = false
 
+@description('When the scheduled reconcile runs (NCRONTAB, six fields, UTC).')
+param reconcileSchedule string = '0 */15 * * * *'
+
+@description('Object id of the operators (a group, usually) who run `modelrepo reconcile|dead-letters|replay --backend azure`; empty: no operator roles.')
+param operatorPrincipalId string = ''
+
+@description('What kind of principal operatorPrincipalId is.')
+@allowed(['Group', 'User', 'ServicePrincipal'])
+param operatorPrincipalType string = 'Group'
+
 var suffix = uniqueString(resourceGroup().id, baseName)
 var uploadsContainer = 'uploads'
 var registryContainer = 'registry'
 var deadLetterContainer = 'deadletter'
 var packageContainer = 'app-package'
+// The queue the blob trigger parks poison messages in (its name is fixed by the Functions host).
+// Declared here so that it exists before the first failure, for monitoring and operator roles.
+var poisonQueueName = 'webjobs-blobtrigger-poison'
 var metadataTable = 'modelrepo'
 var functionAppName = '${baseName}-${suffix}'
 
@@ -39,6 +52,7 @@ var functionAppName = '${baseName}-${suffix}'
 var roles = {
   blobDataOwner: 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
   blobDataContributor: 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
+  blobDataReader: '2a2b9908-6ea1-4ae2-8e65-a410df84e7d1'
   queueDataContributor: '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
   tableDataContributor: '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
   monitoringMetricsPublisher: '3913510d-42f4-4e42-8a64-420c390055eb'
@@ -134,8 +148,16 @@ resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01'
   }
 }
 
+resource uploads 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+  parent: blobService
+  name: uploadsContainer
+  properties: {
+    publicAccess: 'None'
+  }
+}
+
 resource containers 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = [
-  for name in [uploadsContainer, registryContainer, packageContainer]: {
+  for name in [registryContainer, packageContainer]: {
     parent: blobService
     name: name
     properties: {
@@ -155,6 +177,11 @@ resource deadLetters 'Microsoft.Storage/storageAccounts/blobServices/containers@
 resource queueService 'Microsoft.Storage/storageAccounts/queueServices@2023-05-01' = {
   parent: storage
   name: 'default'
+}
+
+resource poisonQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' = {
+  parent: queueService
+  name: poisonQueueName
 }
 
 resource tableService 'Microsoft.Storage/storageAccounts/tableServices@2023-05-01' = {
@@ -338,6 +365,14 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
           value: metadataTable
         }
         {
+          name: 'MODELREPO_DEADLETTER_CONTAINER'
+          value: deadLetterContainer
+        }
+        {
+          name: 'MODELREPO_RECONCILE_SCHEDULE'
+          value: reconcileSchedule
+        }
+        {
           name: 'APPLICATIONINSIGHTS_CONNECTION_STRING'
           value: insights.properties.ConnectionString
         }
@@ -349,8 +384,10 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
     }
   }
   dependsOn: [
+    uploads
     containers
     deadLetters
+    poisonQueue
     table
   ]
 }
@@ -397,6 +434,51 @@ resource appTelemetry 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
     principalId: identity.properties.principalId
     principalType: 'ServicePrincipal'
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.monitoringMetricsPublisher)
+  }
+}
+
+// --- role assignments of the operators ------------------------------------------------------
+// `modelrepo reconcile|dead-letters|replay --backend azure` runs as the operator's own Entra
+// identity (DefaultAzureCredential) with the app's settings: it reads the uploads, writes the
+// metadata table, and reads and removes dead letters. Each role is scoped to that one resource.
+
+resource operatorUploadsReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(operatorPrincipalId)) {
+  name: guid(storage.id, operatorPrincipalId, uploadsContainer, roles.blobDataReader)
+  scope: uploads
+  properties: {
+    principalId: operatorPrincipalId
+    principalType: operatorPrincipalType
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.blobDataReader)
+  }
+}
+
+resource operatorTable 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(operatorPrincipalId)) {
+  name: guid(table.id, operatorPrincipalId, roles.tableDataContributor)
+  scope: table
+  properties: {
+    principalId: operatorPrincipalId
+    principalType: operatorPrincipalType
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.tableDataContributor)
+  }
+}
+
+resource operatorPoisonQueue 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(operatorPrincipalId)) {
+  name: guid(poisonQueue.id, operatorPrincipalId, roles.queueDataContributor)
+  scope: poisonQueue
+  properties: {
+    principalId: operatorPrincipalId
+    principalType: operatorPrincipalType
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.queueDataContributor)
+  }
+}
+
+resource operatorDeadLetters 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(operatorPrincipalId)) {
+  name: guid(deadLetters.id, operatorPrincipalId, roles.blobDataContributor)
+  scope: deadLetters
+  properties: {
+    principalId: operatorPrincipalId
+    principalType: operatorPrincipalType
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.blobDataContributor)
   }
 }
 

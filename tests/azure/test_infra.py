@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from pycep import BicepParser
 
-from functions_azure.settings import CONNECTION, AzureSettings
+from modelrepo.adapters.azure import CONNECTION, POISON_QUEUE, RECONCILE_SCHEDULE_SETTING, AzureSettings
 from tests.azure.host import FUNCTIONS
 
 INFRA = Path(__file__).resolve().parents[2] / "infra"
@@ -47,14 +47,13 @@ def test_storage_is_private_keyless_and_tls12(main: Any) -> None:
     assert storage["allowSharedKeyAccess"] is False
     assert storage["minimumTlsVersion"] == "TLS1_2"
     assert storage["supportsHttpsTrafficOnly"] is True
-    assert config(main, "containers")["loop_type"]["detail"]["array_name"] == [
-        "uploadsContainer",
-        "registryContainer",
-        "packageContainer",
-    ]
+    assert config(main, "containers")["loop_type"]["detail"]["array_name"] == ["registryContainer", "packageContainer"]
     assert config(main, "containers")["config"]["properties"]["publicAccess"] == "None"
+    assert config(main, "uploads")["properties"]["publicAccess"] == "None"
     assert config(main, "deadLetters")["properties"]["publicAccess"] == "None"
     assert variable(main, "metadataTable") == "modelrepo"
+    # The blob trigger's poison queue exists before the first failure (monitoring, operator roles).
+    assert variable(main, config(main, "poisonQueue")["name"]) == POISON_QUEUE
 
 
 def test_the_function_app_is_flex_consumption_python_with_a_managed_identity(main: Any) -> None:
@@ -81,34 +80,53 @@ def test_app_settings_are_identity_based_and_accepted_by_the_app(main: Any) -> N
     # The names Bicep sets are the ones the app reads (values: stand-ins for the resolved ones).
     resolved = {name: "https://example.blob.core.windows.net/" if "Uri" in name else "x" for name in settings}
     resolved |= {
-        "MODELREPO_UPLOADS_CONTAINER": variable(main, settings["MODELREPO_UPLOADS_CONTAINER"]),
-        "MODELREPO_REGISTRY_CONTAINER": variable(main, settings["MODELREPO_REGISTRY_CONTAINER"]),
-        "MODELREPO_TABLE": variable(main, settings["MODELREPO_TABLE"]),
+        name: variable(main, settings[name])
+        for name in (
+            "MODELREPO_UPLOADS_CONTAINER",
+            "MODELREPO_REGISTRY_CONTAINER",
+            "MODELREPO_DEADLETTER_CONTAINER",
+            "MODELREPO_TABLE",
+        )
     }
+    resolved[RECONCILE_SCHEDULE_SETTING] = main["parameters"][settings[RECONCILE_SCHEDULE_SETTING]]["default"]
     parsed = AzureSettings.from_environment(resolved)
     assert parsed.uses_identity and (parsed.uploads_container, parsed.table) == ("uploads", "modelrepo")
+    assert parsed.dead_letter_container == variable(main, "deadLetterContainer")
+    assert parsed.reconcile_schedule == "0 */15 * * * *"
 
 
 def test_role_assignments_are_data_plane_roles_with_narrow_scopes(main: Any) -> None:
     roles = variable(main, "roles")
     assert OWNER not in roles.values() and CONTRIBUTOR not in roles.values()
     assignments = {
-        name: resource["config"]
+        name: resource["config"].get("config", resource["config"])  # a conditional resource nests its config
         for name, resource in main["resources"].items()
         if resource["type"] == "Microsoft.Authorization/roleAssignments"
     }
-    scopes = {name: a["scope"] for name, a in assignments.items()}
-    assert scopes == {
-        "appBlobOwner": "storage",
-        "appQueueContributor": "storage",
-        "appTableContributor": "table",
-        "appTelemetry": "insights",
-        "topicDeadLetterWriter": "deadLetters",
+    granted = {name: (a["scope"], role_of(a)) for name, a in assignments.items()}
+    assert granted == {
+        "appBlobOwner": ("storage", "blobDataOwner"),
+        "appQueueContributor": ("storage", "queueDataContributor"),
+        "appTableContributor": ("table", "tableDataContributor"),
+        "appTelemetry": ("insights", "monitoringMetricsPublisher"),
+        "topicDeadLetterWriter": ("deadLetters", "blobDataContributor"),
+        # What `modelrepo reconcile|dead-letters|replay --backend azure` needs, each on one resource.
+        "operatorUploadsReader": ("uploads", "blobDataReader"),
+        "operatorTable": ("table", "tableDataContributor"),
+        "operatorPoisonQueue": ("poisonQueue", "queueDataContributor"),
+        "operatorDeadLetters": ("deadLetters", "blobDataContributor"),
     }
-    for assignment in assignments.values():
-        role = assignment["properties"]["roleDefinitionId"]["function"]["parameters"]["resource_name_1"]
-        assert role["operator"]["operands"]["operand_1"] == "roles"
-        assert assignment["properties"]["principalType"] == "ServicePrincipal"
+    for name, assignment in assignments.items():
+        principal = "operatorPrincipalType" if name.startswith("operator") else "ServicePrincipal"
+        assert assignment["properties"]["principalType"] == principal
+        if name.startswith("operator"):  # only when an operator is named
+            assert main["resources"][name]["config"]["condition"]["operator"]["type"] == "not"
+
+
+def role_of(assignment: Any) -> str:
+    role = assignment["properties"]["roleDefinitionId"]["function"]["parameters"]["resource_name_1"]
+    assert role["operator"]["operands"]["operand_1"] == "roles"
+    return str(role["operator"]["operands"]["operand_2"])
 
 
 def test_event_grid_feeds_the_blob_trigger_with_bounded_retries_and_dead_letters(

@@ -5,13 +5,21 @@ from __future__ import annotations
 import pytest
 
 from functions_azure import bootstrap
-from functions_azure.settings import AzureSettings
-from modelrepo.adapters.azure import AzureBlobArtifactStore, AzureTableMetadataStore
+from modelrepo.adapters.azure import (
+    POISON_QUEUE,
+    AzureBlobArtifactStore,
+    AzureDeadLetterQueue,
+    AzureSettings,
+    AzureTableMetadataStore,
+    open_backend,
+)
+from modelrepo.cli import main
 from modelrepo.errors import InvalidInput
 
 IDENTITY = {
     "ModelRepoStorage__blobServiceUri": "https://account.blob.core.windows.net/",
     "ModelRepoStorage__tableServiceUri": "https://account.table.core.windows.net/",
+    "ModelRepoStorage__queueServiceUri": "https://account.queue.core.windows.net/",
     "ModelRepoStorage__clientId": "00000000-0000-0000-0000-000000000001",
     "MODELREPO_UPLOADS_CONTAINER": "uploads",
 }
@@ -23,11 +31,15 @@ IDENTITY = {
         ({"MODELREPO_UPLOADS_CONTAINER": "uploads"}, "set either ModelRepoStorage"),
         ({**IDENTITY, "ModelRepoStorage": "UseDevelopmentStorage=true"}, "set either ModelRepoStorage"),
         ({k: v for k, v in IDENTITY.items() if "table" not in k}, "set either ModelRepoStorage"),
+        ({k: v for k, v in IDENTITY.items() if "queue" not in k}, "__queueServiceUri"),
         ({**IDENTITY, "ModelRepoStorage__blobServiceUri": "http://plain.example/"}, "blob_service_uri"),
         ({k: v for k, v in IDENTITY.items() if k != "MODELREPO_UPLOADS_CONTAINER"}, "uploads_container"),
         ({**IDENTITY, "MODELREPO_UPLOADS_CONTAINER": "Uploads"}, "uploads_container"),
         ({**IDENTITY, "MODELREPO_UPLOADS_CONTAINER": "up--loads"}, "'--'"),
-        ({**IDENTITY, "MODELREPO_REGISTRY_CONTAINER": "uploads"}, "container of its own"),
+        ({**IDENTITY, "MODELREPO_REGISTRY_CONTAINER": "uploads"}, "three different containers"),
+        ({**IDENTITY, "MODELREPO_DEADLETTER_CONTAINER": "registry"}, "three different containers"),
+        ({**IDENTITY, "MODELREPO_RECONCILE_SCHEDULE": "*/5 * * * *"}, "reconcile_schedule"),
+        ({**IDENTITY, "MODELREPO_RECONCILE_BUDGET_SECONDS": "900"}, "reconcile_budget_seconds"),
         ({**IDENTITY, "MODELREPO_TABLE": "model-repo"}, "table"),
         ({**IDENTITY, "MODELREPO_REGISTER_DEADLINE_SECONDS": "0"}, "register_deadline_seconds"),
     ],
@@ -54,3 +66,19 @@ def test_the_connection_string_is_secret_in_reprs() -> None:
         {"ModelRepoStorage": "AccountName=a;AccountKey=c2VjcmV0", "MODELREPO_UPLOADS_CONTAINER": "uploads"}
     )
     assert "c2VjcmV0" not in repr(settings) and not settings.uses_identity
+
+
+def test_the_cli_backend_reads_the_same_settings_and_builds_without_network(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    backend = open_backend(IDENTITY)
+    assert isinstance(backend.dead_letters, AzureDeadLetterQueue)
+    queue = backend.dead_letters._queue
+    assert queue.queue_name == POISON_QUEUE and queue.url.startswith(IDENTITY["ModelRepoStorage__queueServiceUri"])
+    artifacts = backend.repository.artifacts
+    assert isinstance(artifacts, AzureBlobArtifactStore)
+    assert getattr(artifacts._service.credential, "account_key", None) is None  # a token credential, no key
+    backend.close()
+    # Without the app settings the command says which are missing, and fails.
+    assert main(["dead-letters", "--backend", "azure"], environ={}) == 1
+    assert "invalid app settings" in capsys.readouterr().err

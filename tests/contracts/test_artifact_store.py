@@ -107,6 +107,17 @@ def test_listing_pages_in_key_order(artifact_store: ArtifactStore) -> None:
     assert all(o.size == len(o.key) for o in artifact_store.list("exp1/run2/").objects)
 
 
+def test_listing_put_and_head_name_a_version_by_the_same_etag(artifact_store: ArtifactStore) -> None:
+    """The ETag is part of an artifact's identity: a sweep that lists must see the very ETag that
+    the upload's event carried, or it records the same upload a second time."""
+    info = artifact_store.put(KEY, io.BytesIO(b"weights"))
+    head = artifact_store.head(KEY)
+    [listed] = artifact_store.list("exp1/").objects
+    assert head is not None and info.etag == head.etag == listed.etag
+    assert (listed.key, listed.size) == (KEY, 7)
+    assert read_version(artifact_store, KEY, listed.etag) == b"weights"
+
+
 def test_pinned_bytes_survive_overwrite_and_delete(artifact_store: ArtifactStore) -> None:
     original = b"registered weights"
     info = artifact_store.put(KEY, io.BytesIO(original))

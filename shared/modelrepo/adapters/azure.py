@@ -1,4 +1,6 @@
-"""Azure adapters: AzureBlobArtifactStore (Blob Storage) and AzureTableMetadataStore (Table Storage).
+"""Azure adapters: AzureBlobArtifactStore (Blob Storage), AzureTableMetadataStore (Table Storage),
+AzureDeadLetterQueue (the blob trigger's poison queue and Event Grid's dead-letter container), and
+the settings and connection both the Functions host and `modelrepo ... --backend azure` use.
 
 Only the primitives live here; every rule is in `modelrepo.service`. SDK errors are translated into
 `modelrepo.errors` at this boundary so that no handler ever sees an azure.* exception.
@@ -10,6 +12,7 @@ like a lost race. The core retries instead, and its request token recognises its
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 import time
@@ -17,9 +20,10 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from itertools import count, islice
-from typing import Any, BinaryIO, cast
-from urllib.parse import quote
+from typing import Any, BinaryIO, Self, cast
+from urllib.parse import quote, unquote, urlsplit
 
 from azure.core import MatchConditions
 from azure.core.credentials import TokenCredential
@@ -32,6 +36,7 @@ from azure.core.exceptions import (
     ServiceResponseError,
 )
 from azure.data.tables import TableClient, TableServiceClient, TableTransactionError, UpdateMode
+from azure.identity import DefaultAzureCredential
 from azure.storage.blob import (
     BlobClient,
     BlobSasPermissions,
@@ -41,17 +46,27 @@ from azure.storage.blob import (
     UserDelegationKey,
     generate_blob_sas,
 )
+from azure.storage.blob import ExponentialRetry as BlobExponentialRetry
+from azure.storage.queue import ExponentialRetry as QueueExponentialRetry
+from azure.storage.queue import QueueClient, QueueMessage, QueueServiceClient
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
+from modelrepo.api import DEFAULT_MAX_BODY_BYTES, describe_validation_error
+from modelrepo.backends import Backend
 from modelrepo.errors import (
     ConditionFailed,
+    InvalidInput,
     ObjectChanged,
     ObjectMissing,
     OutcomeUnknown,
     StorageError,
     Throttled,
 )
+from modelrepo.events import ObjectCreated
 from modelrepo.ports import (
     ArtifactStore,
+    DeadLetter,
+    DeadLetterQueue,
     Delete,
     Item,
     MetadataStore,
@@ -61,11 +76,16 @@ from modelrepo.ports import (
     Write,
     check_transaction,
 )
+from modelrepo.retry import RetryPolicy
+from modelrepo.service import ModelRepository
 
 # Blocks of 4 MiB: uploads above 4 MiB are staged block by block and committed at once, so readers
 # never see a partial object and memory stays bounded.
 BLOCK_BYTES = 4 * 1024 * 1024
 # The SDK's own retry policy and timeouts, for everything but table writes (see the module docstring).
+# Tables: exponential backoff 0.4 s, 0.8 s, 1.6 s, 3.2 s (capped at 8 s), without jitter; the
+# core's retries above it jitter. Blob and queue clients take these options for timeouts and
+# retry_total only: their own retry policy is built below.
 CLIENT_OPTIONS: dict[str, Any] = {
     "retry_total": 4,
     "retry_backoff_factor": 0.4,
@@ -73,6 +93,9 @@ CLIENT_OPTIONS: dict[str, Any] = {
     "connection_timeout": 10,
     "read_timeout": 60,
 }
+# Blob and queue retries: three, after 2, 4 and 8 s, each +-1 s of jitter (the storage SDKs' own
+# default waits 15 s and more, too long inside an HTTP request or a trigger invocation).
+STORAGE_RETRY_TOTAL, STORAGE_INITIAL_BACKOFF, STORAGE_INCREMENT_BASE, STORAGE_JITTER = 3, 0, 2, 1
 # A Table string property holds at most 64 KiB (32 Ki UTF-16 units); documents are ASCII JSON
 # split over properties doc, doc1, doc2 ... of this many characters; 16 of them stay under the
 # 1 MiB an entity may hold.
@@ -85,30 +108,58 @@ COPY_DEADLINE_SECONDS = 600.0
 
 @dataclass(frozen=True)
 class AzureStorage:
-    """The two SDK service clients of one storage account, built with the same policy."""
+    """The SDK service clients of one storage account, built with the same policy."""
 
     blobs: BlobServiceClient
     tables: TableServiceClient
+    queues: QueueServiceClient
 
     @classmethod
-    def from_connection_string(cls, connection_string: str) -> AzureStorage:
-        """For Azurite and development (`UseDevelopmentStorage=true` works too)."""
+    def from_connection_string(cls, connection_string: str, **options: Any) -> AzureStorage:
+        """For Azurite and development (`UseDevelopmentStorage=true` works too).
+
+        `options` reach every client on top of the defaults (tests pass a fault-injecting `transport`).
+        """
         return cls(
-            BlobServiceClient.from_connection_string(connection_string, **_blob_options()),
-            TableServiceClient.from_connection_string(connection_string, **CLIENT_OPTIONS),
+            BlobServiceClient.from_connection_string(connection_string, **(_blob_options() | options)),
+            TableServiceClient.from_connection_string(connection_string, **(CLIENT_OPTIONS | options)),
+            QueueServiceClient.from_connection_string(connection_string, **(_queue_options() | options)),
         )
 
     @classmethod
-    def from_identity(cls, blob_service_uri: str, table_service_uri: str, credential: TokenCredential) -> AzureStorage:
+    def from_identity(
+        cls, blob_service_uri: str, table_service_uri: str, queue_service_uri: str, credential: TokenCredential
+    ) -> AzureStorage:
         """For production: Entra ID tokens (managed identity), no account keys anywhere."""
         return cls(
             BlobServiceClient(blob_service_uri, credential=credential, **_blob_options()),
             TableServiceClient(table_service_uri, credential=credential, **CLIENT_OPTIONS),
+            QueueServiceClient(queue_service_uri, credential=credential, **_queue_options()),
         )
 
 
 def _blob_options() -> dict[str, Any]:
-    return {"max_single_put_size": BLOCK_BYTES, "max_block_size": BLOCK_BYTES, **CLIENT_OPTIONS}
+    return {
+        **CLIENT_OPTIONS,
+        "max_single_put_size": BLOCK_BYTES,
+        "max_block_size": BLOCK_BYTES,
+        "retry_policy": BlobExponentialRetry(
+            initial_backoff=STORAGE_INITIAL_BACKOFF,
+            increment_base=STORAGE_INCREMENT_BASE,
+            retry_total=STORAGE_RETRY_TOTAL,
+            random_jitter_range=STORAGE_JITTER,
+        ),
+    }
+
+
+def _queue_options() -> dict[str, Any]:
+    retry = QueueExponentialRetry(
+        initial_backoff=STORAGE_INITIAL_BACKOFF,
+        increment_base=STORAGE_INCREMENT_BASE,
+        retry_total=STORAGE_RETRY_TOTAL,
+        random_jitter_range=STORAGE_JITTER,
+    )
+    return {**CLIENT_OPTIONS, "retry_policy": retry}
 
 
 # --- MetadataStore -------------------------------------------------------------------------------
@@ -352,7 +403,12 @@ class AzureBlobArtifactStore(ArtifactStore):
         with _storage_errors(f"listing {prefix!r}"):
             blobs = self._uploads.list_blobs(name_starts_with=prefix or None, results_per_page=min(limit + 1, 5000))
             page = list(islice((b for b in blobs if after is None or b.name > after), limit + 1))
-        objects = [ObjectInfo(key=b.name, size=b.size, etag=b.etag, modified_at=b.last_modified) for b in page[:limit]]
+        # List Blobs gives ETags unquoted, HEAD and PUT quoted: one version must have one ETag (it
+        # is part of the artifact's identity), so listings use the quoted form too.
+        objects = [
+            ObjectInfo(key=b.name, size=b.size, etag=quoted_etag(b.etag) or b.etag, modified_at=b.last_modified)
+            for b in page[:limit]
+        ]
         return ObjectListing(objects, objects[-1].key if len(page) > limit else None)
 
     # --- registry --------------------------------------------------------------------------------
@@ -472,3 +528,354 @@ def create_container(service: BlobServiceClient, name: str) -> ContainerClient:
     with suppress(ResourceExistsError):
         container.create_container()
     return container
+
+
+# --- Event Grid ----------------------------------------------------------------------------------
+
+BLOB_CREATED = "Microsoft.Storage.BlobCreated"
+
+
+def quoted_etag(value: object) -> str | None:
+    """An ETag in the form the Blob SDK uses (quoted), whichever form a host or message carried."""
+    if not isinstance(value, str) or not value.strip('"'):
+        return None
+    return f'"{value.strip(chr(34))}"'
+
+
+def parse_time(value: object) -> datetime | None:
+    """ISO 8601 (Event Grid, the Functions host) or RFC 1123 (HTTP headers), as an aware datetime."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        try:
+            parsed = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def blob_name_from_url(url: str, container: str) -> str:
+    """The blob name in a blob URL, exactly as uploaded.
+
+    Blob URLs percent-encode the name, so it is decoded with `unquote` ('+' is a plus sign here, not
+    a space). Azure puts the container first in the path; Azurite puts the account name before it.
+    """
+    path = urlsplit(url).path
+    prefix = f"/{container}/"
+    if not path.startswith(prefix):
+        path = "/" + path[1:].partition("/")[2]
+        if not path.startswith(prefix):
+            raise ValueError(f"{url!r} is not a blob of container {container!r}")
+    name = unquote(path[len(prefix) :], errors="strict")
+    if not name:
+        raise ValueError(f"{url!r} names no blob")
+    return name
+
+
+def object_created_from_event_grid(event: Mapping[str, Any], container: str, actor: str) -> ObjectCreated:
+    """One BlobCreated event (Event Grid schema) of the uploads container as the neutral fact.
+
+    Used wherever such an event is read: Event Grid's dead letters and the simulated host in the tests.
+    Raises ValueError (or KeyError/TypeError) for anything else.
+    """
+    if event.get("eventType") != BLOB_CREATED:
+        raise ValueError(f"not a BlobCreated event: {event.get('eventType')!r}")
+    data = event["data"]
+    etag, uploaded_at, size = quoted_etag(data.get("eTag")), parse_time(event.get("eventTime")), data["contentLength"]
+    if etag is None or uploaded_at is None:
+        raise ValueError("the event has no usable eTag or eventTime")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        raise ValueError(f"contentLength {size!r} is not a size")
+    sequencer = data.get("sequencer")
+    return ObjectCreated(
+        key=blob_name_from_url(str(data["url"]), container),
+        etag=etag,
+        size=size,
+        uploaded_at=uploaded_at,
+        sequencer=sequencer if isinstance(sequencer, str) and sequencer else None,
+        actor=actor,
+    )
+
+
+# --- DeadLetterQueue -----------------------------------------------------------------------------
+
+POISON_QUEUE = "webjobs-blobtrigger-poison"
+POISON_SOURCE = "blob-trigger-poison"
+EVENT_GRID_SOURCE = "event-grid-dead-letter"
+REPLAY_ACTOR = "dead-letter-replay"
+# Peek Messages returns at most 32 messages and cannot page past them.
+PEEK_MAX = 32
+# How far `remove` looks for a poison message before giving up (it was handled elsewhere, or lies
+# further back and will be replayed, idempotently, by a later run).
+REMOVE_SEARCH_ROUNDS = 8
+
+
+class AzureDeadLetterQueue(DeadLetterQueue):
+    """Both places Azure parks upload notifications it gave up on.
+
+    The blob trigger's poison queue: after `poisonBlobThreshold` failed invocations the host enqueues
+    a JSON message naming FunctionId, BlobType, ContainerName, BlobName and ETag (base64-encoded by
+    the Functions storage extension; plain JSON is read too). It carries no size or time, so the
+    store's current properties stand in while the ETag still matches; otherwise the letter names a
+    version that is gone or replaced, which the replay reads by ETag and reports as gone or stale.
+
+    Event Grid's dead-letter container: blobs `<SUBSCRIPTION>/<y>/<m>/<d>/<h>/<guid>.json`, each a
+    JSON array of undeliverable events, read with `object_created_from_event_grid`.
+
+    `peek` leaves everything in place; it sees the first 32 poison messages (the service's limit for
+    a peek), then dead-letter blobs in name order. Removing a poison message needs its pop receipt,
+    which only a receive gives: `remove` receives messages, deletes the one it is after and makes the
+    others visible again at once.
+    """
+
+    def __init__(
+        self,
+        queue: QueueClient,
+        dead_letters: ContainerClient,
+        artifacts: ArtifactStore,
+        uploads_container: str,
+        *,
+        lease_seconds: int = 60,
+    ) -> None:
+        self._queue = queue
+        self._dead_letters = dead_letters
+        self._artifacts = artifacts
+        self._uploads = uploads_container
+        self._lease = lease_seconds
+
+    def peek(self, limit: int = 100) -> list[DeadLetter]:
+        letters = self._poison_letters(min(limit, PEEK_MAX))
+        if len(letters) < limit:
+            letters += self._event_grid_letters(limit - len(letters))
+        return letters
+
+    def remove(self, letter: DeadLetter) -> None:
+        source, _, name = letter.handle.partition(":")
+        if source == POISON_SOURCE and name:
+            self._remove_poison(name)
+        elif source == EVENT_GRID_SOURCE and name:
+            with _storage_errors(f"removing dead letter {name!r}"), suppress(ResourceNotFoundError):
+                self._dead_letters.delete_blob(name)
+        else:
+            raise InvalidInput(f"{letter.handle!r} is not a dead letter of this queue")
+
+    # --- the poison queue ------------------------------------------------------------------------
+
+    def _poison_letters(self, limit: int) -> list[DeadLetter]:
+        with _storage_errors(f"peeking at the {POISON_QUEUE} queue"):
+            try:
+                messages = self._queue.peek_messages(max_messages=limit)
+            except ResourceNotFoundError:
+                return []  # the host creates the queue with its first poison message
+        return [self._poison_letter(m.id, str(m.content), m.inserted_on) for m in messages]
+
+    def _poison_letter(self, message_id: str, content: str, inserted_on: datetime | None) -> DeadLetter:
+        handle = f"{POISON_SOURCE}:{message_id}"
+        try:
+            message = _json_message(content)
+            container, key = str(message["ContainerName"]), str(message["BlobName"])
+            etag = quoted_etag(message["ETag"])
+            if etag is None or not key:
+                raise ValueError("the message names no blob version")
+        except (ValueError, KeyError, TypeError) as error:
+            return DeadLetter(handle, POISON_SOURCE, (), inserted_on, f"not a blob trigger poison message: {error}")
+        detail = f"{message.get('FunctionId') or 'the blob trigger'} failed on every attempt"
+        if container != self._uploads:
+            detail += f"; container {container!r} is not the uploads container {self._uploads!r}"
+            return DeadLetter(handle, POISON_SOURCE, (), inserted_on, detail)
+        info = self._artifacts.head(key)
+        if info is not None and info.etag == etag:
+            event = ObjectCreated(key, etag, info.size, info.modified_at, actor=REPLAY_ACTOR)
+        else:
+            detail += "; that version is gone or replaced"
+            event = ObjectCreated(key, etag, 0, inserted_on or datetime.now(UTC), actor=REPLAY_ACTOR)
+        return DeadLetter(handle, POISON_SOURCE, (event,), inserted_on, detail)
+
+    def _remove_poison(self, message_id: str) -> None:
+        held: list[QueueMessage] = []
+        with _storage_errors(f"removing poison message {message_id!r}"):
+            try:
+                for _ in range(REMOVE_SEARCH_ROUNDS):
+                    batch = list(
+                        self._queue.receive_messages(
+                            messages_per_page=PEEK_MAX, max_messages=PEEK_MAX, visibility_timeout=self._lease
+                        )
+                    )
+                    if not batch:
+                        return
+                    wanted = [m for m in batch if m.id == message_id]
+                    held += [m for m in batch if m.id != message_id]
+                    if wanted:
+                        self._queue.delete_message(wanted[0])
+                        return
+            except ResourceNotFoundError:
+                return  # no queue, or the message went meanwhile
+            finally:
+                for message in held:
+                    with suppress(HttpResponseError):
+                        self._queue.update_message(message, visibility_timeout=0)
+
+    # --- Event Grid's dead-letter container ------------------------------------------------------
+
+    def _event_grid_letters(self, limit: int) -> list[DeadLetter]:
+        with _storage_errors("listing Event Grid's dead letters"):
+            try:
+                blobs = list(islice(self._dead_letters.list_blobs(results_per_page=min(limit, 5000)), limit))
+            except ResourceNotFoundError:
+                return []
+        return [self._event_grid_letter(blob.name, blob.last_modified) for blob in blobs]
+
+    def _event_grid_letter(self, name: str, modified: datetime | None) -> DeadLetter:
+        handle = f"{EVENT_GRID_SOURCE}:{name}"
+        with _storage_errors(f"reading dead letter {name!r}"):
+            try:
+                raw = self._dead_letters.download_blob(name).readall()
+            except ResourceNotFoundError:
+                return DeadLetter(handle, EVENT_GRID_SOURCE, (), modified, "removed meanwhile")
+        try:
+            events = json.loads(raw)
+            if not isinstance(events, list) or not events or not all(isinstance(e, dict) for e in events):
+                raise ValueError("not a JSON array of events")
+            created = tuple(object_created_from_event_grid(e, self._uploads, REPLAY_ACTOR) for e in events)
+        except (ValueError, KeyError, TypeError) as error:
+            return DeadLetter(handle, EVENT_GRID_SOURCE, (), modified, f"cannot be read as upload events: {error}")
+        reasons = sorted({f"{e.get('deadLetterReason')} ({e.get('lastDeliveryOutcome')})" for e in events})
+        failed_at = parse_time(events[-1].get("lastDeliveryAttemptTime")) or modified
+        return DeadLetter(handle, EVENT_GRID_SOURCE, created, failed_at, "Event Grid: " + "; ".join(reasons))
+
+
+def _json_message(content: str) -> dict[str, Any]:
+    """A queue message's JSON object, plain or base64-encoded (the Functions storage extension's default)."""
+    try:
+        document = json.loads(content)
+    except ValueError:
+        document = json.loads(base64.b64decode(content, validate=True))
+    if not isinstance(document, dict):
+        raise ValueError("the message is not a JSON object")
+    return document
+
+
+# --- settings and composition --------------------------------------------------------------------
+
+# The connection the blob trigger names; the host and our SDK clients read the same app settings:
+# `ModelRepoStorage` (a connection string, for Azurite) or `ModelRepoStorage__blobServiceUri`,
+# `__queueServiceUri`, `__tableServiceUri` (+ `__credential`, `__clientId`) for a managed identity.
+CONNECTION = "ModelRepoStorage"
+UPLOADS_SETTING = "MODELREPO_UPLOADS_CONTAINER"
+RECONCILE_SCHEDULE_SETTING = "MODELREPO_RECONCILE_SCHEDULE"
+
+CONTAINER_NAME = r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$"
+TABLE_NAME = r"^[A-Za-z][A-Za-z0-9]{2,62}$"
+# NCRONTAB, as the timer trigger reads it: six fields, seconds first.
+NCRONTAB = r"^\S+( \S+){5}$"
+
+
+class AzureSettings(BaseModel):
+    """The app settings of the Functions host, which `modelrepo ... --backend azure` reads too."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    connection_string: SecretStr | None = None
+    blob_service_uri: str | None = Field(default=None, pattern=r"^https://")
+    table_service_uri: str | None = Field(default=None, pattern=r"^https://")
+    queue_service_uri: str | None = Field(default=None, pattern=r"^https://")
+    client_id: str | None = None
+    uploads_container: str = Field(pattern=CONTAINER_NAME)
+    registry_container: str = Field(default="registry", pattern=CONTAINER_NAME)
+    dead_letter_container: str = Field(default="deadletter", pattern=CONTAINER_NAME)
+    table: str = Field(default="modelrepo", pattern=TABLE_NAME)
+    register_deadline_seconds: float = Field(default=10.0, gt=0, le=200)
+    max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, ge=1024, le=16 * 1024 * 1024)
+    # The timer trigger reads the schedule itself (%MODELREPO_RECONCILE_SCHEDULE%); it is validated
+    # here so that a broken value fails the settings tests, not the host's indexing.
+    reconcile_schedule: str = Field(default="0 */15 * * * *", pattern=NCRONTAB)
+    # Below host.json's functionTimeout (10 min), with room to save the sweep's position.
+    reconcile_budget_seconds: float = Field(default=240.0, gt=0, le=480)
+
+    @field_validator("uploads_container", "registry_container", "dead_letter_container")
+    @classmethod
+    def _no_double_dash(cls, name: str) -> str:
+        if "--" in name:
+            raise ValueError("a container name cannot contain '--'")
+        return name
+
+    @model_validator(mode="after")
+    def _one_way_to_connect(self) -> Self:
+        uris = (self.blob_service_uri, self.table_service_uri, self.queue_service_uri)
+        identity = all(uri is not None for uri in uris)
+        if (self.connection_string is None) == (not identity):
+            raise ValueError(
+                f"set either {CONNECTION} (a connection string, for Azurite) or all of "
+                f"{CONNECTION}__blobServiceUri, __tableServiceUri and __queueServiceUri (managed identity)"
+            )
+        containers = (self.uploads_container, self.registry_container, self.dead_letter_container)
+        if len(set(containers)) != len(containers):
+            raise ValueError("the uploads, registry and dead-letter containers must be three different containers")
+        return self
+
+    @property
+    def uses_identity(self) -> bool:
+        return self.connection_string is None
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str]) -> AzureSettings:
+        names = {
+            "connection_string": CONNECTION,
+            "blob_service_uri": f"{CONNECTION}__blobServiceUri",
+            "table_service_uri": f"{CONNECTION}__tableServiceUri",
+            "queue_service_uri": f"{CONNECTION}__queueServiceUri",
+            "client_id": f"{CONNECTION}__clientId",
+            "uploads_container": UPLOADS_SETTING,
+            "registry_container": "MODELREPO_REGISTRY_CONTAINER",
+            "dead_letter_container": "MODELREPO_DEADLETTER_CONTAINER",
+            "table": "MODELREPO_TABLE",
+            "register_deadline_seconds": "MODELREPO_REGISTER_DEADLINE_SECONDS",
+            "max_body_bytes": "MODELREPO_MAX_BODY_BYTES",
+            "reconcile_schedule": RECONCILE_SCHEDULE_SETTING,
+            "reconcile_budget_seconds": "MODELREPO_RECONCILE_BUDGET_SECONDS",
+        }
+        values: dict[str, Any] = {field: environ[name] for field, name in names.items() if environ.get(name)}
+        try:
+            return cls.model_validate(values)
+        except ValidationError as error:
+            raise InvalidInput(f"invalid app settings: {describe_validation_error(error)}") from None
+
+
+def connect(settings: AzureSettings, **options: Any) -> AzureStorage:
+    """The SDK clients the settings describe; nothing is called yet."""
+    if settings.uses_identity:
+        assert settings.blob_service_uri and settings.table_service_uri and settings.queue_service_uri
+        credential = DefaultAzureCredential(managed_identity_client_id=settings.client_id)
+        return AzureStorage.from_identity(
+            settings.blob_service_uri, settings.table_service_uri, settings.queue_service_uri, credential
+        )
+    assert settings.connection_string is not None
+    return AzureStorage.from_connection_string(settings.connection_string.get_secret_value(), **options)
+
+
+def build_repository(settings: AzureSettings, storage: AzureStorage) -> ModelRepository:
+    return ModelRepository(
+        AzureBlobArtifactStore(storage.blobs, settings.uploads_container, settings.registry_container),
+        AzureTableMetadataStore(storage.tables.get_table_client(settings.table)),
+        retry=RetryPolicy(deadline_seconds=settings.register_deadline_seconds),
+    )
+
+
+def dead_letter_queue(settings: AzureSettings, storage: AzureStorage, artifacts: ArtifactStore) -> AzureDeadLetterQueue:
+    return AzureDeadLetterQueue(
+        storage.queues.get_queue_client(POISON_QUEUE),
+        storage.blobs.get_container_client(settings.dead_letter_container),
+        artifacts,
+        settings.uploads_container,
+    )
+
+
+def open_backend(environ: Mapping[str, str]) -> Backend:
+    """What `modelrepo reconcile|dead-letters|replay --backend azure` works on: the storage the
+    functions use, from the same app settings (export them, or `az functionapp config appsettings`)."""
+    settings = AzureSettings.from_environment(environ)
+    storage = connect(settings)
+    repository = build_repository(settings, storage)
+    return Backend(repository, dead_letter_queue(settings, storage, repository.artifacts))
