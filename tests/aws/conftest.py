@@ -82,6 +82,7 @@ def stack(moto_endpoint: str, aws_environment: dict[str, str], monkeypatch: pyte
         "MODELREPO_UPLOADS_BUCKET": uploads,
         "MODELREPO_REGISTRY_BUCKET": registry,
         "MODELREPO_TABLE": table,
+        "MODELREPO_DEAD_LETTER_QUEUE_URL": dead,
         "MODELREPO_REGISTER_DEADLINE_SECONDS": "25",
         **POWERTOOLS_ENVIRONMENT,
     }

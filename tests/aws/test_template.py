@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from modelrepo.adapters.aws import ENVIRONMENT_VARIABLES, AwsSettings
 from modelrepo.api import ROUTES
 from tests.aws.cfn import ROOT, load_template, translate, walk
 from tests.aws.lambda_worker import POWERTOOLS_ENVIRONMENT
@@ -41,6 +42,7 @@ SETTING_TYPES = {
     "MODELREPO_UPLOADS_BUCKET": "AWS::S3::Bucket",
     "MODELREPO_REGISTRY_BUCKET": "AWS::S3::Bucket",
     "MODELREPO_TABLE": "AWS::DynamoDB::Table",
+    "MODELREPO_DEAD_LETTER_QUEUE_URL": "AWS::SQS::Queue",
     "MODELREPO_REGISTER_DEADLINE_SECONDS": "Parameter",
 }
 
@@ -114,19 +116,22 @@ def test_a_reference_to_nothing_is_caught(template: dict[str, Any]) -> None:
 
 
 def test_the_environment_is_exactly_what_the_bootstrap_reads(template: dict[str, Any]) -> None:
-    import aws_bootstrap
-
     variables = template["Globals"]["Function"]["Environment"]["Variables"]
     ours = {name: value for name, value in variables.items() if name.startswith("MODELREPO_")}
-    assert set(ours) <= set(aws_bootstrap.ENVIRONMENT_VARIABLES.values())
+    assert set(ours) <= set(ENVIRONMENT_VARIABLES.values())
     for name, value in ours.items():
         target = value["Ref"]
         kind = "Parameter" if target in template["Parameters"] else template["Resources"][target]["Type"]
         assert kind == SETTING_TYPES[name], name
     assert ours["MODELREPO_UPLOADS_BUCKET"] != ours["MODELREPO_REGISTRY_BUCKET"]
-    sample = {"AWS::S3::Bucket": "bucket-name", "AWS::DynamoDB::Table": "table-name", "Parameter": "10"}
+    sample = {
+        "AWS::S3::Bucket": "bucket-name",
+        "AWS::DynamoDB::Table": "table-name",
+        "AWS::SQS::Queue": "https://sqs.us-east-1.amazonaws.com/123456789012/queue-name",
+        "Parameter": "10",
+    }
     environment = {name: sample[SETTING_TYPES[name]] for name in ours}
-    aws_bootstrap.AwsSettings.from_environment(environment)  # every required setting is provided
+    AwsSettings.from_environment(environment)  # every required setting is provided
     for setting, value in POWERTOOLS_ENVIRONMENT.items():
         if setting != "POWERTOOLS_TRACE_DISABLED":
             assert variables[setting] == value
@@ -148,7 +153,7 @@ def test_each_handler_imports_as_the_template_names_it(template: dict[str, Any])
     come from the test environment here and from the layer in the `sam build` smoke test.
     """
     functions = _functions(template)
-    assert set(functions) == {"RecordFunction", "ApiFunction"}
+    assert set(functions) == {"RecordFunction", "ApiFunction", "ReconcileFunction"}
     for name, function in functions.items():
         assert function["Runtime"] == "python3.12"
         code = ROOT / function["CodeUri"]
@@ -236,7 +241,11 @@ def test_functions_get_least_privilege(cloudformation: dict[str, Any]) -> None:
     assert set(api) == {"UploadsBucket", "RegistryBucket", "MetadataTable"}
     assert not any(a.startswith("s3:Put") or a.startswith("s3:Delete") for a in api["UploadsBucket"])
     assert {"s3:GetObject", "s3:PutObject"} <= api["RegistryBucket"]
-    for grants in (record, api):
+    reconcile = _grants(cloudformation, "ReconcileFunction")
+    assert set(reconcile) == {"UploadsBucket", "MetadataTable"}
+    assert {"s3:ListBucket", "s3:GetObject"} <= reconcile["UploadsBucket"]
+    assert not any(a.startswith("s3:Put") or a.startswith("s3:Delete") for a in reconcile["UploadsBucket"])
+    for grants in (record, api, reconcile):
         assert "dynamodb:DeleteTable" not in grants["MetadataTable"]
         assert {"dynamodb:GetItem", "dynamodb:Query", "dynamodb:PutItem"} <= grants["MetadataTable"]
 
@@ -282,3 +291,20 @@ def test_upload_events_reach_the_record_function_with_bounded_retries(template: 
         source[0].removeprefix("arn:${AWS::Partition}:s3:::")
         == resources["UploadsBucket"]["Properties"]["BucketName"]["Fn::Sub"][0]
     )
+
+
+def test_the_reconcile_sweep_runs_on_a_schedule(template: dict[str, Any], cloudformation: dict[str, Any]) -> None:
+    function = template["Resources"]["ReconcileFunction"]["Properties"]
+    [event] = function["Events"].values()
+    assert event["Type"] == "Schedule" and event["Properties"]["Schedule"] == {"Ref": "ReconcileSchedule"}
+    assert re.fullmatch(template["Parameters"]["ReconcileSchedule"]["AllowedPattern"], "rate(1 hour)")
+    assert template["Parameters"]["ReconcileSchedule"]["Default"] == "rate(1 hour)"
+    assert function["ReservedConcurrentExecutions"] == 1
+    # The transform makes an EventBridge rule that targets the function, and lets it invoke it.
+    rules = [r for r in cloudformation["Resources"].values() if r["Type"] == "AWS::Events::Rule"]
+    [rule] = rules
+    assert rule["Properties"]["ScheduleExpression"] == {"Ref": "ReconcileSchedule"}
+    [target] = rule["Properties"]["Targets"]
+    assert target["Arn"] == {"Fn::GetAtt": ["ReconcileFunction", "Arn"]}
+    permissions = [r for r in cloudformation["Resources"].values() if r["Type"] == "AWS::Lambda::Permission"]
+    assert any(p["Properties"]["Principal"] == "events.amazonaws.com" for p in permissions)
