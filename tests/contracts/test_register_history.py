@@ -52,7 +52,7 @@ class Chaos:
     def __call__(self, writes: Sequence[Write], inner: MetadataStore) -> None:
         with self.lock:
             roll = self.random.random()
-        actor = _actor_of(writes)
+        actor = actor_of(writes)
         if roll < 0.10:
             self.injected["conflict"] += 1
             raise ConditionFailed("injected conflict")
@@ -70,7 +70,7 @@ class Chaos:
             raise OutcomeUnknown("injected: response lost after the commit")
 
 
-def _actor_of(writes: Sequence[Write]) -> str:
+def actor_of(writes: Sequence[Write]) -> str:
     for write in writes:
         data = getattr(write, "data", {})
         if "model" in data:
@@ -78,46 +78,49 @@ def _actor_of(writes: Sequence[Write]) -> str:
     return ""
 
 
-def test_a_faulty_registration_storm_keeps_every_counter_promise(metadata_store: MetadataStore) -> None:
-    chaos = Chaos(seed=20261127)
-    faulty = FaultyMetadataStore(inner=metadata_store)
-    retry = RetryPolicy(base_seconds=0.002, cap_seconds=0.05, deadline_seconds=30)
-    repo = ModelRepository(MemoryArtifactStore(), faulty, retry=retry)
-
+def record_artifacts(repo: ModelRepository) -> dict[str, str]:
+    """One recorded run artifact per experiment, by experiment."""
     artifact_ids: dict[str, str] = {}
     for n, experiment in enumerate(EXPERIMENTS):
         info = repo.artifacts.put(f"{experiment}/run-{n}/model.bin", io.BytesIO(f"model {n}".encode()))
         result = repo.record_artifact(ObjectCreated.from_object(info, "storm"))
         assert result.artifact is not None
         artifact_ids[experiment] = result.artifact.run_artifact_id
+    return artifact_ids
 
-    ops = [
+
+def storm_operations(artifact_ids: dict[str, str], count: int = OPERATIONS) -> list[Op]:
+    """`count` registrations spread over the experiments; every fourth carries an Idempotency-Key."""
+    return [
         Op(
             name=f"op{i:03d}",
             experiment=EXPERIMENTS[i % len(EXPERIMENTS)],
             artifact_id=artifact_ids[EXPERIMENTS[i % len(EXPERIMENTS)]],
             idempotency_key=f"key-{i}" if i % 4 == 0 else None,
         )
-        for i in range(OPERATIONS)
+        for i in range(count)
     ]
-    faulty.fault = chaos
+
+
+def run_storm(repo: ModelRepository, ops: Sequence[Op], ambiguous: set[str], threads: int = THREADS) -> None:
+    """Run every operation concurrently and record its outcome; an operation that gave up is
+    unknown if it saw an ambiguous write (its name in `ambiguous`), else failed."""
 
     def run(op: Op) -> None:
         try:
             model = repo.register_model(op.experiment, op.artifact_id, op.name, idempotency_key=op.idempotency_key)
         except Busy:
-            op.outcome = "unknown" if op.name in chaos.ambiguous else "failed"
+            op.outcome = "unknown" if op.name in ambiguous else "failed"
             return
         op.outcome, op.version = "ok", model.version
 
-    with ThreadPoolExecutor(max_workers=THREADS) as pool:
+    with ThreadPoolExecutor(max_workers=threads) as pool:
         list(pool.map(run, ops))
-    faulty.fault = None
 
-    # The faults really happened, of every kind.
-    assert set(chaos.injected) == {"conflict", "throttle", "lost-before-commit", "lost-after-commit"}, chaos.injected
+
+def check_history(repo: ModelRepository, ops: Sequence[Op], artifact_ids: dict[str, str]) -> Counter[str]:
+    """The counter/CAS checks on the recorded history; answers the outcomes' counts."""
     assert all(op.outcome != "pending" for op in ops)
-
     by_op: dict[str, list[tuple[str, int]]] = defaultdict(list)
     for experiment in EXPERIMENTS:
         rows = repo.list_models(experiment, limit=1000).items
@@ -135,5 +138,22 @@ def test_a_faulty_registration_storm_keeps_every_counter_promise(metadata_store:
             assert len(registered) <= 1, f"{op.name} registered {registered}"
         else:
             assert registered == [], f"{op.name} failed but registered {registered}"
-    ok = sum(op.outcome == "ok" for op in ops)
-    assert ok >= OPERATIONS * 0.9, Counter(op.outcome for op in ops)
+    return Counter(op.outcome for op in ops)
+
+
+def test_a_faulty_registration_storm_keeps_every_counter_promise(metadata_store: MetadataStore) -> None:
+    chaos = Chaos(seed=20261127)
+    faulty = FaultyMetadataStore(inner=metadata_store)
+    retry = RetryPolicy(base_seconds=0.002, cap_seconds=0.05, deadline_seconds=30)
+    repo = ModelRepository(MemoryArtifactStore(), faulty, retry=retry)
+    artifact_ids = record_artifacts(repo)
+    ops = storm_operations(artifact_ids)
+
+    faulty.fault = chaos
+    run_storm(repo, ops, chaos.ambiguous)
+    faulty.fault = None
+
+    # The faults really happened, of every kind.
+    assert set(chaos.injected) == {"conflict", "throttle", "lost-before-commit", "lost-after-commit"}, chaos.injected
+    outcomes = check_history(repo, ops, artifact_ids)
+    assert outcomes["ok"] >= OPERATIONS * 0.9, outcomes
