@@ -71,6 +71,25 @@ def test_a_registration_whose_answer_is_lost_is_recognised_as_ours(proxy: Faulty
     assert repository.register_model("exp1", recorded.artifact.run_artifact_id, "bob").version == 2
 
 
+def test_a_refusal_after_a_lost_answer_is_still_outcome_unknown(proxy: FaultyProxy, moto_endpoint: str) -> None:
+    """Attempt 1 commits but its answer is lost; botocore's retries are throttled. Reporting
+    Throttled would tell the core that nothing was written, and it would register twice."""
+    store = proxied_store(proxy, moto_endpoint, total_attempts=3)
+    proxy.withhold["TransactWriteItems"] = 1
+    calls = iter([None, PROVISIONED_THROUGHPUT, PROVISIONED_THROUGHPUT])
+    with (
+        SdkFaults(
+            store._client, lambda operation: next(calls) if operation == "TransactWriteItems" else None
+        ).installed(),
+        pytest.raises(OutcomeUnknown),
+    ):
+        store.transact([Put(P, "row", {"v": 1}, if_absent=True)])
+    item = store.get(P, "row")
+    assert item is not None and item.data == {"v": 1}, "the first attempt did commit"
+    with pytest.raises(ConditionFailed):  # an ordinary refusal, with nothing lost, stays what it is
+        store.transact([Put(P, "row", {"v": 2}, if_absent=True)])
+
+
 def test_throttling_is_retried_by_botocore_then_by_the_core(proxy: FaultyProxy, moto_endpoint: str) -> None:
     store = proxied_store(proxy, moto_endpoint, total_attempts=2)
     proxy.throttle["TransactWriteItems"] = 2

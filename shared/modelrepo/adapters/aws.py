@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -371,6 +372,24 @@ def _write_error(error: Exception) -> StorageError:
     return StorageError(f"{doing}: {type(error).__name__}")
 
 
+# Whether an attempt of the TransactWriteItems call in progress on this thread may have committed.
+# botocore retries synchronously, in the calling thread, so a thread-local follows one call.
+_WRITE = threading.local()
+
+
+def _note_write_attempt(
+    response: tuple[Any, Mapping[str, Any]] | None = None, caught_exception: Exception | None = None, **_: Any
+) -> None:
+    """botocore's `needs-retry` event, after each attempt: note an attempt that may have committed."""
+    if getattr(_WRITE, "maybe_committed", None) is None:
+        return  # not a call made by DynamoDBMetadataStore.transact
+    error: Exception | None = caught_exception
+    if error is None and response is not None and "Error" in response[1]:
+        error = ClientError(cast(Any, response[1]), "TransactWriteItems")
+    if error is not None and isinstance(_write_error(error), OutcomeUnknown):
+        _WRITE.maybe_committed = True
+
+
 class DynamoDBMetadataStore(MetadataStore):
     """One table, string keys `pk` (partition) and `rk` (row), attributes `etag` and `doc`.
 
@@ -382,6 +401,10 @@ class DynamoDBMetadataStore(MetadataStore):
     def __init__(self, client: DynamoDBClient, table: str) -> None:
         self._client = client
         self.table = table
+        # Registered once per client (the id is fixed); it sees every attempt botocore makes.
+        client.meta.events.register(
+            "needs-retry.dynamodb.TransactWriteItems", _note_write_attempt, unique_id="modelrepo-write-attempts"
+        )
 
     @staticmethod
     def _key(partition: str, row: str) -> dict[str, AttributeValueTypeDef]:
@@ -437,14 +460,23 @@ class DynamoDBMetadataStore(MetadataStore):
 
         The token makes botocore's retries of this call idempotent for ten minutes: if the first
         attempt committed but its answer was lost, the retry reports success instead of failing on
-        our own write. Only when no attempt gets an answer is the outcome unknown.
+        our own write. But once one attempt may have committed, a later attempt's refusal
+        (throttled, say) does not undo it: the outcome is then unknown, whatever the last answer.
         """
         check_transaction(writes)
         items = [self._transact_item(w) for w in writes]
+        _WRITE.maybe_committed = False
         try:
             self._client.transact_write_items(TransactItems=items, ClientRequestToken=uuid.uuid4().hex)
         except (ClientError, BotoCoreError) as error:
-            raise _write_error(error) from None
+            problem = _write_error(error)
+            if _WRITE.maybe_committed and not isinstance(problem, OutcomeUnknown):
+                raise OutcomeUnknown(
+                    f"writing to DynamoDB: an earlier attempt may have committed, then {problem.detail}"
+                ) from None
+            raise problem from None
+        finally:
+            _WRITE.maybe_committed = None
 
     def _transact_item(self, write: Write) -> TransactWriteItemTypeDef:
         if isinstance(write, Put):
