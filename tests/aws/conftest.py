@@ -90,12 +90,12 @@ def stack(moto_endpoint: str, aws_environment: dict[str, str], monkeypatch: pyte
         monkeypatch.setenv(name, value)
     import aws_bootstrap
 
-    _forget(aws_bootstrap)
+    new_container(aws_bootstrap)
     yield Stack(moto_endpoint, uploads, registry, table, queue, queue_arn, dead, environment, s3, sqs)
-    _forget(aws_bootstrap)
+    new_container(aws_bootstrap)
 
 
-def _forget(bootstrap: Any) -> None:
+def new_container(bootstrap: Any) -> None:
     """A new container: settings and clients are built again from the environment."""
     bootstrap.settings.cache_clear()
     bootstrap.repository.cache_clear()
