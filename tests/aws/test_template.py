@@ -17,7 +17,7 @@ import pytest
 
 from modelrepo.adapters.aws import ENVIRONMENT_VARIABLES, AwsSettings
 from modelrepo.api import ROUTES
-from tests.aws.cfn import ROOT, load_template, translate, walk
+from tests.aws.cfn import PUBLIC_PATHS, ROOT, api_security, load_template, translate, walk
 from tests.aws.lambda_worker import POWERTOOLS_ENVIRONMENT
 
 PSEUDO_PARAMETERS = {
@@ -187,31 +187,18 @@ def test_each_handler_imports_as_the_template_names_it(template: dict[str, Any])
         assert any(core_file.startswith(layer + "/") for layer in layers), name
 
 
-def _authorization(cloudformation: dict[str, Any], method: str, path: str) -> list[str]:
-    """The security API Gateway applies to a request, from the OpenAPI body SAM generates.
-
-    API Gateway picks the most specific resource (a literal path before a greedy {proxy+}) and
-    then the method (an explicit one before ANY).
-    """
-    [api] = [r for r in cloudformation["Resources"].values() if r["Type"] == "AWS::ApiGateway::RestApi"]
-    paths = api["Properties"]["Body"]["paths"]
-    literal = paths.get(path)
-    greedy = [p for p in paths if p.endswith("/{proxy+}") and path.startswith(p.removesuffix("{proxy+}"))]
-    operations = literal if literal is not None else paths[max(greedy, key=len)]
-    operation = operations.get(method.lower()) or operations["x-amazon-apigateway-any-method"]
-    # SAM writes `Authorizer: NONE` as a "NONE" requirement: API Gateway then authorises nothing.
-    return sorted(name for requirement in operation.get("security", []) for name in requirement if name != "NONE")
-
-
-def test_every_route_but_health_requires_iam_auth(cloudformation: dict[str, Any]) -> None:
+def test_every_route_but_health_and_the_api_document_requires_iam_auth(cloudformation: dict[str, Any]) -> None:
     [api] = [r for r in cloudformation["Resources"].values() if r["Type"] == "AWS::ApiGateway::RestApi"]
     schemes = api["Properties"]["Body"]["securityDefinitions"]
     assert schemes["AWS_IAM"]["x-amazon-apigateway-authtype"] == "awsSigv4"
-    assert _authorization(cloudformation, "POST", "/api/register") == ["AWS_IAM"]
+    assert api_security(cloudformation, "POST", "/api/register") == ["AWS_IAM"]
     for route in ROUTES:
         path = re.sub(r"\{\w+\}", "x", route.template)
-        expected = [] if path == "/api/health" else ["AWS_IAM"]
-        assert _authorization(cloudformation, route.method, path) == expected, route.template
+        expected = [] if path in PUBLIC_PATHS else ["AWS_IAM"]
+        assert api_security(cloudformation, route.method, path) == expected, route.template
+    # Only GET is public on those paths; API Gateway refuses any other method there itself.
+    for path in PUBLIC_PATHS:
+        assert api_security(cloudformation, "POST", path) is None, path
 
 
 def _statements(cloudformation: dict[str, Any], function: str) -> list[dict[str, Any]]:
