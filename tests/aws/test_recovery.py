@@ -119,7 +119,9 @@ def test_the_aws_backend_needs_the_functions_settings(stack: Stack, capsys: pyte
 # --- the scheduled reconcile sweep ---------------------------------------------------------------
 
 
-def test_the_sweep_records_a_lost_upload_and_flags_a_vanished_object(stack: Stack, trigger: EventSourceMapping) -> None:
+def test_the_sweep_records_a_lost_upload_and_flags_a_vanished_object(
+    stack: Stack, trigger: EventSourceMapping, capsys: pytest.CaptureFixture[str]
+) -> None:
     put(stack, "exp1/run1/kept.bin", b"kept")
     put(stack, "exp1/run1/deleted.bin", b"deleted")
     trigger.drain()
@@ -147,6 +149,9 @@ def test_the_sweep_records_a_lost_upload_and_flags_a_vanished_object(stack: Stac
     again = sweep()
     assert (again["recorded"], again["vanished"], again["complete"]) == (0, 0, True)
     assert table_documents(stack) == before, "a second sweep changes nothing"
+    by_operator = cli(stack, capsys, "reconcile")  # the same sweep, run by hand
+    assert (by_operator["recorded"], by_operator["vanished"], by_operator["complete"]) == (0, 0, True)
+    assert table_documents(stack) == before
 
 
 def test_the_sweep_keeps_within_the_invocation_and_the_next_one_resumes(
