@@ -23,7 +23,7 @@ from botocore.retries.standard import ExponentialBackoff
 from modelrepo import tables
 from modelrepo.adapters.aws import DynamoDBMetadataStore, client_config
 from modelrepo.adapters.memory import MemoryArtifactStore
-from modelrepo.errors import OutcomeUnknown
+from modelrepo.errors import ConditionFailed, OutcomeUnknown
 from modelrepo.ports import MetadataStore, Write
 from modelrepo.retry import RetryPolicy
 from modelrepo.service import ModelRepository
@@ -210,21 +210,27 @@ class SdkChaos:
             return False
 
 
-class UnknownOutcomes:
-    """Sees which operations the adapter told that a write's outcome is unknown."""
+class WriteOutcomes:
+    """Sees what the adapter told each operation about its writes: lost races (conflicts between
+    the storm's own threads) and outcomes it could not learn."""
 
     def __init__(self) -> None:
-        self.operations: set[str] = set()
-        self.count = 0
+        self.unknown_operations: set[str] = set()
+        self.unknown = 0
+        self.conflicts = 0
         self.lock = threading.Lock()
 
     def __call__(self, writes: Sequence[Write], inner: MetadataStore) -> None:
         try:
             inner.transact(writes)
+        except ConditionFailed:
+            with self.lock:
+                self.conflicts += 1
+            raise
         except OutcomeUnknown:
             with self.lock:
-                self.operations.add(actor_of(writes))
-                self.count += 1
+                self.unknown_operations.add(actor_of(writes))
+                self.unknown += 1
             raise
 
 
@@ -235,8 +241,8 @@ def test_a_registration_storm_with_faults_below_the_sdk_keeps_every_counter_prom
         client = boto3.session.Session(region_name=REGION).client(
             "dynamodb", endpoint_url=proxy.url, config=client_config(total_attempts=3, read_timeout=0.3)
         )
-        unknown = UnknownOutcomes()
-        store = FaultyMetadataStore(inner=DynamoDBMetadataStore(client, create_table(moto_endpoint)), fault=unknown)
+        seen = WriteOutcomes()
+        store = FaultyMetadataStore(inner=DynamoDBMetadataStore(client, create_table(moto_endpoint)), fault=seen)
         retry = RetryPolicy(base_seconds=0.002, cap_seconds=0.05, deadline_seconds=30)
         repo = ModelRepository(MemoryArtifactStore(), store, retry=retry)
         artifact_ids = record_artifacts(repo)
@@ -245,7 +251,7 @@ def test_a_registration_storm_with_faults_below_the_sdk_keeps_every_counter_prom
         chaos = SdkChaos(seed=20261127)
         with SdkFaults(client, chaos.fault).installed() as faults:
             proxy.decide = chaos.withhold
-            run_storm(repo, ops, unknown.operations)
+            run_storm(repo, ops, seen.unknown_operations)
             proxy.decide = None
 
         outcomes = check_history(repo, ops, artifact_ids)
@@ -259,9 +265,10 @@ def test_a_registration_storm_with_faults_below_the_sdk_keeps_every_counter_prom
     }, faults.injected
     assert proxy.counts["withheld"] > 0
     assert proxy.counts["replayed"] > 0, "a botocore retry carried the token of a committed write"
-    assert unknown.count > 0, "some writes stayed unknown to botocore; the core's own token resolved them"
+    assert seen.unknown > 0, "some writes stayed unknown to botocore; the core's own token resolved them"
+    assert seen.conflicts > 0, "the threads contended"
     assert outcomes["ok"] >= STORM_OPERATIONS * 0.9, outcomes
     print(
         f"storm: {dict(outcomes)}; injected {dict(faults.injected)}; proxy {dict(proxy.counts)}; "
-        f"unknown outcomes {unknown.count}; botocore retries {len(botocore_backoff)}"
+        f"unknown outcomes {seen.unknown}; conflicts {seen.conflicts}; botocore retries {len(botocore_backoff)}"
     )
