@@ -69,7 +69,7 @@ def put(stack: Stack, key: str, data: bytes) -> None:
 # --- dead letters --------------------------------------------------------------------------------
 
 
-def test_dead_letters_are_listed_and_replayed_by_the_cli(
+def test_a_dead_lettered_upload_is_listed_and_replayed_by_the_cli(
     stack: Stack, trigger: EventSourceMapping, capsys: pytest.CaptureFixture[str]
 ) -> None:
     import aws_bootstrap
@@ -81,32 +81,39 @@ def test_dead_letters_are_listed_and_replayed_by_the_cli(
         put(stack, "exp1/run7/model.bin", b"weights")
         trigger.drain()
     assert denied.injected["AccessDeniedException"] == MAX_RECEIVE_COUNT
-    assert sum("run7" in body for body in trigger.failures) == MAX_RECEIVE_COUNT
-    # A poison message, and the next upload, which is recorded while the others wait.
-    stack.sqs.send_message(QueueUrl=stack.queue_url, MessageBody="{not an S3 notification")
-    put(stack, "exp1/run8/next.bin", b"next")
+    assert sum("run7" in body for body in trigger.failures) == MAX_RECEIVE_COUNT  # bounded attempts
+    put(stack, "exp1/run8/next.bin", b"next")  # the next upload is recorded while the letter waits
     trigger.drain()
     assert [a["name"] for a in artifacts_of("run8")] == ["next.bin"]
     assert artifacts_of("run7") == []
 
-    letters = sorted(cli(stack, capsys, "dead-letters"), key=lambda letter: letter["keys"])
-    assert [letter["keys"] for letter in letters] == [[], ["exp1/run7/model.bin"]]
-    poison, upload = letters
-    assert poison["detail"].startswith("not an S3 upload notification")
-    assert upload["source"] == "sqs:" + stack.dead_letter_url.rsplit("/", 1)[-1]
-    assert len(stack.messages(stack.dead_letter_url)) == 2, "listing leaves the letters in the queue"
+    [letter] = cli(stack, capsys, "dead-letters")
+    assert letter["keys"] == ["exp1/run7/model.bin"]
+    assert letter["source"] == "sqs:" + stack.dead_letter_url.rsplit("/", 1)[-1]
+    assert "failed on it repeatedly" in letter["detail"]
+    assert len(stack.messages(stack.dead_letter_url)) == 1, "listing leaves the letter in the queue"
 
-    replayed = {r["handle"]: r for r in cli(stack, capsys, "replay")}
-    assert (replayed[upload["handle"]]["replayed"], replayed[upload["handle"]]["outcomes"]) == (True, ["recorded"])
-    assert replayed[poison["handle"]]["replayed"] is False
-    assert "cannot be decoded" in replayed[poison["handle"]]["error"]
+    [replayed] = cli(stack, capsys, "replay")
+    assert (replayed["handle"], replayed["replayed"], replayed["outcomes"]) == (letter["handle"], True, ["recorded"])
     [artifact] = artifacts_of("run7")
     assert artifact["sha256"] == hashlib.sha256(b"weights").hexdigest()
-
-    assert [letter["handle"] for letter in cli(stack, capsys, "dead-letters")] == [poison["handle"]]
-    assert [r["replayed"] for r in cli(stack, capsys, "replay")] == [False]  # replaying again changes nothing
-    assert artifacts_of("run7") == [artifact]
+    assert stack.messages(stack.dead_letter_url) == [], "the replayed letter is gone"
+    assert cli(stack, capsys, "dead-letters") == []
+    assert cli(stack, capsys, "replay") == []
     assert [e["action"] for e in audit_of("run7")] == ["artifact.recorded"]
+
+
+def test_a_poison_message_is_listed_with_its_reason_and_kept_by_replay(
+    stack: Stack, trigger: EventSourceMapping, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stack.sqs.send_message(QueueUrl=stack.queue_url, MessageBody="{not an S3 notification")
+    trigger.drain()
+
+    [letter] = cli(stack, capsys, "dead-letters")
+    assert letter["keys"] == [] and letter["detail"].startswith("not an S3 upload notification")
+    [replayed] = cli(stack, capsys, "replay")
+    assert replayed["replayed"] is False and "cannot be decoded" in replayed["error"]
+    assert [m["Body"] for m in stack.messages(stack.dead_letter_url)] == ["{not an S3 notification"]
 
 
 def test_the_aws_backend_needs_the_functions_settings(stack: Stack, capsys: pytest.CaptureFixture[str]) -> None:
