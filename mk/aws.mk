@@ -47,7 +47,7 @@ TEST_STEPS += aws-lint aws-checkov aws-build
 
 # The 5,000-upload burst through the AWS event path and a larger register-history storm, on moto.
 bench-aws: setup
-	MODELREPO_AWS_BURST=5000 MODELREPO_AWS_STORM_OPERATIONS=256 $(BIN)/python -m pytest -s -o timeout=1800 \
+	MODELREPO_AWS_BURST=5000 MODELREPO_AWS_STORM_OPERATIONS=256 POWERTOOLS_LOG_LEVEL=WARNING $(BIN)/python -m pytest -s -o timeout=1800 \
 		tests/aws/test_load.py tests/aws/test_faults.py -k "burst or storm"
 
 aws-clean:
