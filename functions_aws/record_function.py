@@ -15,8 +15,8 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from s3_notifications import object_created_events, request_id
 
+from modelrepo.adapters.aws import object_created_events, s3_request_id
 from modelrepo.service import Outcome
 
 logger = Logger()
@@ -35,7 +35,7 @@ OUTCOME_METRICS = {
 
 @tracer.capture_method
 def record_message(record: SQSRecord) -> None:
-    logger.set_correlation_id(request_id(record.body) or record.message_id)
+    logger.set_correlation_id(s3_request_id(record.body) or record.message_id)
     logger.append_keys(message_id=record.message_id, receive_count=record.attributes.approximate_receive_count)
     try:
         events = object_created_events(record.body)

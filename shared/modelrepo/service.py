@@ -180,7 +180,7 @@ class ModelRepository:
     def _is_newer(self, event: ObjectCreated, current: Item) -> bool:
         recorded_sequencer = current.data.get("sequencer")
         recorded_at = datetime.fromisoformat(current.data["artifact"]["uploadedAt"])
-        if not (event.sequencer and recorded_sequencer) and event.uploaded_at == recorded_at:
+        if not (event.sequencer and recorded_sequencer) and _may_tie(event.uploaded_at, recorded_at):
             # Without sequencers, timestamps (Last-Modified has one-second resolution) cannot order
             # two uploads of the same second: the version the store still holds is the newer one.
             head = self.artifacts.head(event.key)
@@ -615,6 +615,19 @@ class ModelRepository:
             if len(items) < MAX_PAGE:
                 return found
             after = items[-1].row
+
+
+def _may_tie(a: datetime, b: datetime) -> bool:
+    """Whether two upload times cannot order the uploads.
+
+    Equal times cannot; nor can two times of the same second when one has no fraction: it may
+    come from a source that knows only the second (Last-Modified, a listing) while the other came
+    from an event timed to the millisecond.
+    """
+    if a == b:
+        return True
+    coarse = a.microsecond == 0 or b.microsecond == 0
+    return coarse and a.replace(microsecond=0) == b.replace(microsecond=0)
 
 
 def _sha256_of(stream: BinaryIO) -> tuple[str, int]:

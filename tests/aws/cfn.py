@@ -83,3 +83,26 @@ def walk(node: Any) -> Iterator[Any]:
     elif isinstance(node, list):
         for value in node:
             yield from walk(value)
+
+
+# GET on these paths needs no credentials (template.yaml: `Authorizer: NONE`); the rest needs SigV4.
+PUBLIC_PATHS = ("/api/health", "/api/openapi.json")
+
+
+def api_security(cloudformation: dict[str, Any], method: str, path: str) -> list[str] | None:
+    """The authorisers API Gateway applies to a request, from the OpenAPI body SAM generates.
+
+    API Gateway picks the most specific resource (a literal path before a greedy {proxy+}) and
+    then the method (an explicit one before ANY). None: the resource has no such method, and API
+    Gateway refuses the request itself (403) without calling the function.
+    """
+    [api] = [r for r in cloudformation["Resources"].values() if r["Type"] == "AWS::ApiGateway::RestApi"]
+    paths = api["Properties"]["Body"]["paths"]
+    literal = paths.get(path)
+    greedy = [p for p in paths if p.endswith("/{proxy+}") and path.startswith(p.removesuffix("{proxy+}"))]
+    operations = literal if literal is not None else paths[max(greedy, key=len)]
+    operation = operations.get(method.lower()) or operations.get("x-amazon-apigateway-any-method")
+    if operation is None:
+        return None
+    # SAM writes `Authorizer: NONE` as a "NONE" requirement: API Gateway then authorises nothing.
+    return sorted(name for requirement in operation.get("security", []) for name in requirement if name != "NONE")

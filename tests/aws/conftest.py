@@ -82,6 +82,7 @@ def stack(moto_endpoint: str, aws_environment: dict[str, str], monkeypatch: pyte
         "MODELREPO_UPLOADS_BUCKET": uploads,
         "MODELREPO_REGISTRY_BUCKET": registry,
         "MODELREPO_TABLE": table,
+        "MODELREPO_DEAD_LETTER_QUEUE_URL": dead,
         "MODELREPO_REGISTER_DEADLINE_SECONDS": "25",
         **POWERTOOLS_ENVIRONMENT,
     }
@@ -89,12 +90,12 @@ def stack(moto_endpoint: str, aws_environment: dict[str, str], monkeypatch: pyte
         monkeypatch.setenv(name, value)
     import aws_bootstrap
 
-    _forget(aws_bootstrap)
+    new_container(aws_bootstrap)
     yield Stack(moto_endpoint, uploads, registry, table, queue, queue_arn, dead, environment, s3, sqs)
-    _forget(aws_bootstrap)
+    new_container(aws_bootstrap)
 
 
-def _forget(bootstrap: Any) -> None:
+def new_container(bootstrap: Any) -> None:
     """A new container: settings and clients are built again from the environment."""
     bootstrap.settings.cache_clear()
     bootstrap.repository.cache_clear()

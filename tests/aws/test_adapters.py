@@ -1,22 +1,18 @@
 """What only the AWS adapters do: SDK errors → the core's errors, lost answers, throttling, large pins.
 
-Faults are injected by a small HTTP proxy in front of the moto server that can withhold an answer
-(after moto has applied the write) or answer with DynamoDB's throttling error.
+Faults are injected by a small HTTP proxy in front of the moto server (`tests/aws/fault_proxy.py`)
+that can withhold an answer (after moto has applied the write) or answer with DynamoDB's
+throttling error.
 """
 
 from __future__ import annotations
 
 import hashlib
-import http.client
 import io
 import os
-import threading
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 from botocore.stub import Stubber
@@ -29,83 +25,17 @@ from modelrepo.events import ObjectCreated
 from modelrepo.ports import Put
 from modelrepo.retry import RetryPolicy
 from modelrepo.service import ModelRepository
+from tests.aws.fault_proxy import FaultyProxy, running_proxy
+from tests.aws.sdk_faults import PROVISIONED_THROUGHPUT, SdkFaults
 from tests.fixtures.aws import aws_client, create_bucket, create_table
 
 P = "exp~adapters"
 
 
-class FaultyProxy(ThreadingHTTPServer):
-    """Forwards to moto; can withhold the answer to, or throttle, the next DynamoDB calls."""
-
-    daemon_threads = True
-
-    def __init__(self, upstream: str) -> None:
-        super().__init__(("127.0.0.1", 0), _Forward)
-        self.upstream = urlsplit(upstream).netloc
-        self.withhold: dict[str, int] = {}
-        self.throttle: dict[str, int] = {}
-        self.seen: list[str] = []
-        self.lock = threading.Lock()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-    def take(self, faults: dict[str, int], operation: str) -> bool:
-        with self.lock:
-            if faults.get(operation, 0) > 0:
-                faults[operation] -= 1
-                return True
-            return False
-
-
-class _Forward(BaseHTTPRequestHandler):
-    server: FaultyProxy
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-        operation = self.headers.get("X-Amz-Target", "").rpartition(".")[2]
-        self.server.seen.append(operation)
-        if self.server.take(self.server.throttle, operation):
-            payload = b'{"__type":"com.amazonaws.dynamodb.v20120810#ThrottlingException","message":"Rate exceeded"}'
-            self.send_response(400)
-            self.send_header("Content-Type", "application/x-amz-json-1.0")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-            return
-        upstream = http.client.HTTPConnection(self.server.upstream, timeout=30)
-        upstream.request("POST", self.path, body, dict(self.headers.items()))
-        answer = upstream.getresponse()
-        data = answer.read()
-        upstream.close()
-        if self.server.take(self.server.withhold, operation):
-            time.sleep(1.0)  # moto applied the write; the client times out before any answer
-            self.close_connection = True
-            return
-        self.send_response(answer.status)
-        for name, value in answer.getheaders():
-            if name.lower() not in ("transfer-encoding", "connection", "content-length"):
-                self.send_header(name, value)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    do_GET = do_PUT = do_DELETE = do_HEAD = do_POST  # noqa: N815 - stdlib naming
-
-
 @pytest.fixture
 def proxy(moto_endpoint: str) -> Iterator[FaultyProxy]:
-    server = FaultyProxy(moto_endpoint)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with running_proxy(moto_endpoint) as server:
+        yield server
 
 
 def proxied_store(proxy: FaultyProxy, moto_endpoint: str, **config: Any) -> DynamoDBMetadataStore:
@@ -139,6 +69,25 @@ def test_a_registration_whose_answer_is_lost_is_recognised_as_ours(proxy: Faulty
     assert [i.data["model"]["version"] for i in store.query(partition, tables.VERSION_PREFIX)] == [1]
     assert store.get(partition, tables.COUNTER_ROW).data == {"latest": 1}  # type: ignore[union-attr]
     assert repository.register_model("exp1", recorded.artifact.run_artifact_id, "bob").version == 2
+
+
+def test_a_refusal_after_a_lost_answer_is_still_outcome_unknown(proxy: FaultyProxy, moto_endpoint: str) -> None:
+    """Attempt 1 commits but its answer is lost; botocore's retries are throttled. Reporting
+    Throttled would tell the core that nothing was written, and it would register twice."""
+    store = proxied_store(proxy, moto_endpoint, total_attempts=3)
+    proxy.withhold["TransactWriteItems"] = 1
+    calls = iter([None, PROVISIONED_THROUGHPUT, PROVISIONED_THROUGHPUT])
+    with (
+        SdkFaults(
+            store._client, lambda operation: next(calls) if operation == "TransactWriteItems" else None
+        ).installed(),
+        pytest.raises(OutcomeUnknown),
+    ):
+        store.transact([Put(P, "row", {"v": 1}, if_absent=True)])
+    item = store.get(P, "row")
+    assert item is not None and item.data == {"v": 1}, "the first attempt did commit"
+    with pytest.raises(ConditionFailed):  # an ordinary refusal, with nothing lost, stays what it is
+        store.transact([Put(P, "row", {"v": 2}, if_absent=True)])
 
 
 def test_throttling_is_retried_by_botocore_then_by_the_core(proxy: FaultyProxy, moto_endpoint: str) -> None:

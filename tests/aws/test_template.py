@@ -15,8 +15,9 @@ from typing import Any
 
 import pytest
 
+from modelrepo.adapters.aws import ENVIRONMENT_VARIABLES, AwsSettings
 from modelrepo.api import ROUTES
-from tests.aws.cfn import ROOT, load_template, translate, walk
+from tests.aws.cfn import PUBLIC_PATHS, ROOT, api_security, load_template, translate, walk
 from tests.aws.lambda_worker import POWERTOOLS_ENVIRONMENT
 
 PSEUDO_PARAMETERS = {
@@ -41,6 +42,7 @@ SETTING_TYPES = {
     "MODELREPO_UPLOADS_BUCKET": "AWS::S3::Bucket",
     "MODELREPO_REGISTRY_BUCKET": "AWS::S3::Bucket",
     "MODELREPO_TABLE": "AWS::DynamoDB::Table",
+    "MODELREPO_DEAD_LETTER_QUEUE_URL": "AWS::SQS::Queue",
     "MODELREPO_REGISTER_DEADLINE_SECONDS": "Parameter",
 }
 
@@ -114,19 +116,22 @@ def test_a_reference_to_nothing_is_caught(template: dict[str, Any]) -> None:
 
 
 def test_the_environment_is_exactly_what_the_bootstrap_reads(template: dict[str, Any]) -> None:
-    import aws_bootstrap
-
     variables = template["Globals"]["Function"]["Environment"]["Variables"]
     ours = {name: value for name, value in variables.items() if name.startswith("MODELREPO_")}
-    assert set(ours) <= set(aws_bootstrap.ENVIRONMENT_VARIABLES.values())
+    assert set(ours) <= set(ENVIRONMENT_VARIABLES.values())
     for name, value in ours.items():
         target = value["Ref"]
         kind = "Parameter" if target in template["Parameters"] else template["Resources"][target]["Type"]
         assert kind == SETTING_TYPES[name], name
     assert ours["MODELREPO_UPLOADS_BUCKET"] != ours["MODELREPO_REGISTRY_BUCKET"]
-    sample = {"AWS::S3::Bucket": "bucket-name", "AWS::DynamoDB::Table": "table-name", "Parameter": "10"}
+    sample = {
+        "AWS::S3::Bucket": "bucket-name",
+        "AWS::DynamoDB::Table": "table-name",
+        "AWS::SQS::Queue": "https://sqs.us-east-1.amazonaws.com/123456789012/queue-name",
+        "Parameter": "10",
+    }
     environment = {name: sample[SETTING_TYPES[name]] for name in ours}
-    aws_bootstrap.AwsSettings.from_environment(environment)  # every required setting is provided
+    AwsSettings.from_environment(environment)  # every required setting is provided
     for setting, value in POWERTOOLS_ENVIRONMENT.items():
         if setting != "POWERTOOLS_TRACE_DISABLED":
             assert variables[setting] == value
@@ -148,7 +153,7 @@ def test_each_handler_imports_as_the_template_names_it(template: dict[str, Any])
     come from the test environment here and from the layer in the `sam build` smoke test.
     """
     functions = _functions(template)
-    assert set(functions) == {"RecordFunction", "ApiFunction"}
+    assert set(functions) == {"RecordFunction", "ApiFunction", "ReconcileFunction"}
     for name, function in functions.items():
         assert function["Runtime"] == "python3.12"
         code = ROOT / function["CodeUri"]
@@ -182,31 +187,18 @@ def test_each_handler_imports_as_the_template_names_it(template: dict[str, Any])
         assert any(core_file.startswith(layer + "/") for layer in layers), name
 
 
-def _authorization(cloudformation: dict[str, Any], method: str, path: str) -> list[str]:
-    """The security API Gateway applies to a request, from the OpenAPI body SAM generates.
-
-    API Gateway picks the most specific resource (a literal path before a greedy {proxy+}) and
-    then the method (an explicit one before ANY).
-    """
-    [api] = [r for r in cloudformation["Resources"].values() if r["Type"] == "AWS::ApiGateway::RestApi"]
-    paths = api["Properties"]["Body"]["paths"]
-    literal = paths.get(path)
-    greedy = [p for p in paths if p.endswith("/{proxy+}") and path.startswith(p.removesuffix("{proxy+}"))]
-    operations = literal if literal is not None else paths[max(greedy, key=len)]
-    operation = operations.get(method.lower()) or operations["x-amazon-apigateway-any-method"]
-    # SAM writes `Authorizer: NONE` as a "NONE" requirement: API Gateway then authorises nothing.
-    return sorted(name for requirement in operation.get("security", []) for name in requirement if name != "NONE")
-
-
-def test_every_route_but_health_requires_iam_auth(cloudformation: dict[str, Any]) -> None:
+def test_every_route_but_health_and_the_api_document_requires_iam_auth(cloudformation: dict[str, Any]) -> None:
     [api] = [r for r in cloudformation["Resources"].values() if r["Type"] == "AWS::ApiGateway::RestApi"]
     schemes = api["Properties"]["Body"]["securityDefinitions"]
     assert schemes["AWS_IAM"]["x-amazon-apigateway-authtype"] == "awsSigv4"
-    assert _authorization(cloudformation, "POST", "/api/register") == ["AWS_IAM"]
+    assert api_security(cloudformation, "POST", "/api/register") == ["AWS_IAM"]
     for route in ROUTES:
         path = re.sub(r"\{\w+\}", "x", route.template)
-        expected = [] if path == "/api/health" else ["AWS_IAM"]
-        assert _authorization(cloudformation, route.method, path) == expected, route.template
+        expected = [] if path in PUBLIC_PATHS else ["AWS_IAM"]
+        assert api_security(cloudformation, route.method, path) == expected, route.template
+    # Only GET is public on those paths; API Gateway refuses any other method there itself.
+    for path in PUBLIC_PATHS:
+        assert api_security(cloudformation, "POST", path) is None, path
 
 
 def _statements(cloudformation: dict[str, Any], function: str) -> list[dict[str, Any]]:
@@ -236,7 +228,11 @@ def test_functions_get_least_privilege(cloudformation: dict[str, Any]) -> None:
     assert set(api) == {"UploadsBucket", "RegistryBucket", "MetadataTable"}
     assert not any(a.startswith("s3:Put") or a.startswith("s3:Delete") for a in api["UploadsBucket"])
     assert {"s3:GetObject", "s3:PutObject"} <= api["RegistryBucket"]
-    for grants in (record, api):
+    reconcile = _grants(cloudformation, "ReconcileFunction")
+    assert set(reconcile) == {"UploadsBucket", "MetadataTable"}
+    assert {"s3:ListBucket", "s3:GetObject"} <= reconcile["UploadsBucket"]
+    assert not any(a.startswith("s3:Put") or a.startswith("s3:Delete") for a in reconcile["UploadsBucket"])
+    for grants in (record, api, reconcile):
         assert "dynamodb:DeleteTable" not in grants["MetadataTable"]
         assert {"dynamodb:GetItem", "dynamodb:Query", "dynamodb:PutItem"} <= grants["MetadataTable"]
 
@@ -252,7 +248,18 @@ def test_storage_is_private_encrypted_and_recoverable(template: dict[str, Any]) 
         rule = bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]
         assert rule["ServerSideEncryptionByDefault"]["SSEAlgorithm"] in ("AES256", "aws:kms")
         assert resources[name]["DeletionPolicy"] == "Retain"
-    assert resources["RegistryBucket"]["Properties"]["VersioningConfiguration"]["Status"] == "Enabled"
+    for name in ("UploadsBucket", "RegistryBucket"):
+        bucket = resources[name]["Properties"]
+        assert bucket["VersioningConfiguration"]["Status"] == "Enabled"
+        [rule] = [r for r in bucket["LifecycleConfiguration"]["Rules"] if "NoncurrentVersionExpiration" in r]
+        assert rule["Status"] == "Enabled"  # old versions are kept for a while, not forever
+        assert bucket["LoggingConfiguration"]["DestinationBucketName"] == {"Ref": "AccessLogsBucket"}
+    logs = resources["AccessLogsBucket"]["Properties"]
+    assert all(logs["PublicAccessBlockConfiguration"].values())
+    assert logs["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]["ServerSideEncryptionByDefault"]
+    [delivery, tls] = resources["AccessLogsBucketPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    assert delivery["Principal"] == {"Service": "logging.s3.amazonaws.com"} and delivery["Action"] == "s3:PutObject"
+    assert tls["Effect"] == "Deny" and tls["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
     assert "NotificationConfiguration" not in resources["RegistryBucket"]["Properties"]
     table = resources["MetadataTable"]["Properties"]
     assert table["BillingMode"] == "PAY_PER_REQUEST"
@@ -273,6 +280,7 @@ def test_upload_events_reach_the_record_function_with_bounded_retries(template: 
     [event] = record["Events"].values()
     assert event["Type"] == "SQS" and event["Properties"]["Queue"] == {"Fn::GetAtt": ["UploadsQueue", "Arn"]}
     assert event["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert 2 <= event["Properties"]["ScalingConfig"]["MaximumConcurrency"] <= 100
     assert queue["VisibilityTimeout"] >= 6 * record["Timeout"]
     # The queue accepts messages from the uploads bucket only.
     policy = resources["UploadsQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"][0]
@@ -282,3 +290,20 @@ def test_upload_events_reach_the_record_function_with_bounded_retries(template: 
         source[0].removeprefix("arn:${AWS::Partition}:s3:::")
         == resources["UploadsBucket"]["Properties"]["BucketName"]["Fn::Sub"][0]
     )
+
+
+def test_the_reconcile_sweep_runs_on_a_schedule(template: dict[str, Any], cloudformation: dict[str, Any]) -> None:
+    function = template["Resources"]["ReconcileFunction"]["Properties"]
+    [event] = function["Events"].values()
+    assert event["Type"] == "Schedule" and event["Properties"]["Schedule"] == {"Ref": "ReconcileSchedule"}
+    assert re.fullmatch(template["Parameters"]["ReconcileSchedule"]["AllowedPattern"], "rate(1 hour)")
+    assert template["Parameters"]["ReconcileSchedule"]["Default"] == "rate(1 hour)"
+    assert function["Timeout"] <= 15 * 60 < 3600, "a run ends before the next one starts"
+    # The transform makes an EventBridge rule that targets the function, and lets it invoke it.
+    rules = [r for r in cloudformation["Resources"].values() if r["Type"] == "AWS::Events::Rule"]
+    [rule] = rules
+    assert rule["Properties"]["ScheduleExpression"] == {"Ref": "ReconcileSchedule"}
+    [target] = rule["Properties"]["Targets"]
+    assert target["Arn"] == {"Fn::GetAtt": ["ReconcileFunction", "Arn"]}
+    permissions = [r for r in cloudformation["Resources"].values() if r["Type"] == "AWS::Lambda::Permission"]
+    assert any(p["Properties"]["Principal"] == "events.amazonaws.com" for p in permissions)

@@ -47,7 +47,7 @@ from tests.azure.faults import (
     first,
     is_table_batch,
 )
-from tests.contracts.test_register_history import check_history, make_ops, record_artifacts, run_storm
+from tests.contracts.test_register_history import check_history, record_artifacts, run_storm, storm_operations
 
 
 @dataclass
@@ -239,12 +239,13 @@ def test_a_registration_storm_with_sdk_level_faults_keeps_every_counter_promise(
         retry=RetryPolicy(base_seconds=0.002, cap_seconds=0.05, deadline_seconds=30),
     )
     artifact_ids = record_artifacts(repository)
-    ops = make_ops(artifact_ids, count=64)
+    ops = storm_operations(artifact_ids, count=64)
     chaos = SdkChaos(seed=20261127)
     faulty.transport.plan = chaos
     run_storm(repository, ops, chaos.ambiguous, threads=8)
     faulty.transport.plan = None
 
     assert set(chaos.injected) == {"busy", "timeout-before-commit", "timeout-after-commit", "lost-after-commit"}
-    check_history(repository, ops, artifact_ids)
-    print(f"\nSDK-level storm on Azurite: {Counter(op.outcome for op in ops)}, faults {dict(chaos.injected)}")
+    outcomes = check_history(repository, ops, artifact_ids)
+    assert outcomes["ok"] >= len(ops) * 0.9, outcomes
+    print(f"\nSDK-level storm on Azurite: {outcomes}, faults {dict(chaos.injected)}")

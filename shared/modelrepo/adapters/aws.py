@@ -1,7 +1,9 @@
-"""S3ArtifactStore and DynamoDBMetadataStore: the ports on AWS, with boto3.
+"""The ports on AWS, with boto3: S3ArtifactStore, DynamoDBMetadataStore, SqsDeadLetterQueue.
 
-Only this module (and the Lambda bootstrap that builds the clients) touches boto3; every SDK error
-is translated into `modelrepo.errors` here, so handlers never see a botocore exception.
+Only this module touches boto3; every SDK error is translated into `modelrepo.errors` here, so
+handlers never see a botocore exception. It also holds what the Lambda host and the operator CLI
+share: the settings (`AwsSettings`), how the repository is built from them (`build_repository`,
+`open_backend`), and the one translation of S3 event notifications into `ObjectCreated`.
 
 Retries of individual calls are botocore's (standard or adaptive mode, configured on the client);
 an error that still surfaces here has outlasted them. The core's own retry loop then decides.
@@ -9,13 +11,18 @@ an error that still surfaces here has outlasted them. The core's own retry loop 
 
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
+import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal, NoReturn, cast
-from urllib.parse import quote
+from urllib.parse import quote, unquote_plus
 
+import boto3
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import (
@@ -26,7 +33,10 @@ from botocore.exceptions import (
     HTTPClientError,
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from modelrepo.api import DEFAULT_MAX_BODY_BYTES, describe_validation_error
+from modelrepo.backends import Backend
 from modelrepo.errors import (
     ConditionFailed,
     InvalidInput,
@@ -36,8 +46,11 @@ from modelrepo.errors import (
     StorageError,
     Throttled,
 )
+from modelrepo.events import ObjectCreated
 from modelrepo.ports import (
     ArtifactStore,
+    DeadLetter,
+    DeadLetterQueue,
     Delete,
     Item,
     MetadataStore,
@@ -48,11 +61,14 @@ from modelrepo.ports import (
     Write,
     check_transaction,
 )
+from modelrepo.retry import RetryPolicy
+from modelrepo.service import ModelRepository
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_dynamodb.type_defs import AttributeValueTypeDef, TransactWriteItemTypeDef
     from mypy_boto3_s3 import S3Client
+    from mypy_boto3_sqs import SQSClient
 
 # S3 allows a single CopyObject up to 5 GB; above that the managed copy switches to UploadPartCopy.
 MULTIPART_THRESHOLD = 64 * 1024 * 1024
@@ -356,6 +372,24 @@ def _write_error(error: Exception) -> StorageError:
     return StorageError(f"{doing}: {type(error).__name__}")
 
 
+# Whether an attempt of the TransactWriteItems call in progress on this thread may have committed.
+# botocore retries synchronously, in the calling thread, so a thread-local follows one call.
+_WRITE = threading.local()
+
+
+def _note_write_attempt(
+    response: tuple[Any, Mapping[str, Any]] | None = None, caught_exception: Exception | None = None, **_: Any
+) -> None:
+    """botocore's `needs-retry` event, after each attempt: note an attempt that may have committed."""
+    if getattr(_WRITE, "maybe_committed", None) is None:
+        return  # not a call made by DynamoDBMetadataStore.transact
+    error: Exception | None = caught_exception
+    if error is None and response is not None and "Error" in response[1]:
+        error = ClientError(cast(Any, response[1]), "TransactWriteItems")
+    if error is not None and isinstance(_write_error(error), OutcomeUnknown):
+        _WRITE.maybe_committed = True
+
+
 class DynamoDBMetadataStore(MetadataStore):
     """One table, string keys `pk` (partition) and `rk` (row), attributes `etag` and `doc`.
 
@@ -367,6 +401,10 @@ class DynamoDBMetadataStore(MetadataStore):
     def __init__(self, client: DynamoDBClient, table: str) -> None:
         self._client = client
         self.table = table
+        # Registered once per client (the id is fixed); it sees every attempt botocore makes.
+        client.meta.events.register(
+            "needs-retry.dynamodb.TransactWriteItems", _note_write_attempt, unique_id="modelrepo-write-attempts"
+        )
 
     @staticmethod
     def _key(partition: str, row: str) -> dict[str, AttributeValueTypeDef]:
@@ -422,14 +460,23 @@ class DynamoDBMetadataStore(MetadataStore):
 
         The token makes botocore's retries of this call idempotent for ten minutes: if the first
         attempt committed but its answer was lost, the retry reports success instead of failing on
-        our own write. Only when no attempt gets an answer is the outcome unknown.
+        our own write. But once one attempt may have committed, a later attempt's refusal
+        (throttled, say) does not undo it: the outcome is then unknown, whatever the last answer.
         """
         check_transaction(writes)
         items = [self._transact_item(w) for w in writes]
+        _WRITE.maybe_committed = False
         try:
             self._client.transact_write_items(TransactItems=items, ClientRequestToken=uuid.uuid4().hex)
         except (ClientError, BotoCoreError) as error:
-            raise _write_error(error) from None
+            problem = _write_error(error)
+            if _WRITE.maybe_committed and not isinstance(problem, OutcomeUnknown):
+                raise OutcomeUnknown(
+                    f"writing to DynamoDB: an earlier attempt may have committed, then {problem.detail}"
+                ) from None
+            raise problem from None
+        finally:
+            _WRITE.maybe_committed = None
 
     def _transact_item(self, write: Write) -> TransactWriteItemTypeDef:
         if isinstance(write, Put):
@@ -459,3 +506,269 @@ class DynamoDBMetadataStore(MetadataStore):
 
 def _unknown_write(write: object) -> NoReturn:
     raise TypeError(f"not a write: {write!r}")
+
+
+# --- S3 event notifications ----------------------------------------------------------------------
+
+MAX_ACTOR_CHARS = 128
+
+
+class MalformedNotification(ValueError):
+    """The message is not an S3 notification we can act on; retrying it cannot help."""
+
+
+def is_test_event(payload: Any) -> bool:
+    """S3 sends `s3:TestEvent` once when a notification configuration is saved."""
+    return isinstance(payload, dict) and payload.get("Event") == "s3:TestEvent"
+
+
+def object_created_events(body: str) -> list[ObjectCreated]:
+    """The uploads announced by one S3 notification (an SQS message body); [] for S3's test event
+    and other event types.
+
+    The one place that knows the notification's shape, used by the record function and by the
+    dead-letter queue alike: keys arrive form-URL-encoded (`+` for a space) and are decoded with
+    `unquote_plus`; `sequencer` orders events of one key when S3 sends it (moto does not); the
+    `eTag` names the object version the core will read.
+    """
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        raise MalformedNotification("the message body is not JSON") from None
+    if is_test_event(payload):
+        return []
+    if not isinstance(payload, dict) or not isinstance(payload.get("Records"), list):
+        raise MalformedNotification("the message body is not an S3 event notification (no Records)")
+    try:
+        return [_object_created(record) for record in payload["Records"] if _announces_upload(record)]
+    except (KeyError, TypeError, ValueError, AttributeError) as problem:
+        raise MalformedNotification(f"an S3 record is malformed ({type(problem).__name__}: {problem})") from None
+
+
+def _announces_upload(record: Any) -> bool:
+    return str(record["eventName"]).startswith("ObjectCreated:")
+
+
+def _text(value: Any, what: str) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{what} is not a string")
+    return value
+
+
+def _object_created(record: Mapping[str, Any]) -> ObjectCreated:
+    obj = record["s3"]["object"]
+    etag = _text(obj["eTag"], "eTag").strip('"')
+    if not etag:
+        raise ValueError("the record has no eTag")
+    size = obj["size"]
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        raise ValueError("size is not a byte count")
+    uploaded_at = datetime.fromisoformat(_text(record["eventTime"], "eventTime"))
+    if uploaded_at.tzinfo is None:
+        raise ValueError("eventTime has no time zone")
+    sequencer = obj.get("sequencer") or None
+    return ObjectCreated(
+        key=unquote_plus(_text(obj["key"], "key"), errors="strict"),
+        etag=etag,
+        size=size,
+        uploaded_at=uploaded_at,
+        sequencer=None if sequencer is None else _text(sequencer, "sequencer"),
+        actor=_actor(record),
+    )
+
+
+def _actor(record: Mapping[str, Any]) -> str:
+    principal = (record.get("userIdentity") or {}).get("principalId")
+    return f"s3:{principal}"[:MAX_ACTOR_CHARS] if principal else "s3-upload"
+
+
+def s3_request_id(body: str) -> str | None:
+    """S3's x-amz-request-id of the upload, to correlate our logs with S3's."""
+    try:
+        payload = json.loads(body)
+        return str(payload["Records"][0]["responseElements"]["x-amz-request-id"])
+    except (ValueError, KeyError, IndexError, TypeError):
+        return None
+
+
+# --- SQS dead-letter queue -----------------------------------------------------------------------
+
+
+class SqsDeadLetterQueue(DeadLetterQueue):
+    """The record function's dead-letter queue: S3 notifications SQS gave up delivering.
+
+    SQS cannot show a message without receiving it, so `peek` receives with a short visibility
+    timeout and then makes what it saw visible again at once. A letter's handle is its message id;
+    `remove` deletes it with the receipt handle of the latest `peek`, which is valid until the
+    message is received again.
+    """
+
+    def __init__(
+        self, client: SQSClient, queue_url: str, *, visibility_seconds: int = 30, wait_seconds: int = 1
+    ) -> None:
+        self._client = client
+        self.queue_url = queue_url
+        self.source = "sqs:" + queue_url.rstrip("/").rsplit("/", 1)[-1]
+        self._visibility = visibility_seconds
+        self._wait = wait_seconds
+        self._receipts: dict[str, str] = {}
+
+    def peek(self, limit: int = 100) -> list[DeadLetter]:
+        letters: list[DeadLetter] = []
+        received: list[dict[str, Any]] = []
+        try:
+            while len(letters) < limit:
+                # Long polling asks every SQS server; short polling may miss messages.
+                found = self._client.receive_message(
+                    QueueUrl=self.queue_url,
+                    MaxNumberOfMessages=min(10, limit - len(letters)),
+                    VisibilityTimeout=self._visibility,
+                    WaitTimeSeconds=self._wait,
+                    AttributeNames=["All"],
+                )
+                messages = [cast(dict[str, Any], m) for m in found.get("Messages", [])]
+                if not messages:
+                    break
+                received += messages
+                letters += [self._letter(m) for m in messages]
+        except (ClientError, BotoCoreError) as error:
+            raise _sqs_error(error, "receiving dead letters") from None
+        finally:
+            self._show_again(received)
+        return letters
+
+    def _letter(self, message: Mapping[str, Any]) -> DeadLetter:
+        handle = str(message["MessageId"])
+        self._receipts[handle] = str(message["ReceiptHandle"])
+        attributes = message.get("Attributes") or {}
+        sent = attributes.get("SentTimestamp")
+        notified = f"; S3 sent it at {_from_millis(sent).isoformat()}" if sent else ""
+        body = str(message.get("Body", ""))
+        try:
+            events = tuple(object_created_events(body))
+        except MalformedNotification as problem:
+            return DeadLetter(handle, self.source, (), None, f"not an S3 upload notification: {problem}{notified}")
+        detail = (
+            "SQS moved it here after the record function failed on it repeatedly "
+            f"(its logs name each failure){notified}"
+        )
+        if not events:
+            detail = f"announces no upload (an S3 test event or another event type){notified}"
+        return DeadLetter(handle, self.source, events, None, detail)
+
+    def _show_again(self, messages: Sequence[Mapping[str, Any]]) -> None:
+        """End the visibility timeout of peeked messages: they stay in the queue, visible."""
+        for start in range(0, len(messages), 10):
+            entries = [
+                {"Id": str(n), "ReceiptHandle": str(m["ReceiptHandle"]), "VisibilityTimeout": 0}
+                for n, m in enumerate(messages[start : start + 10])
+            ]
+            # If this fails, they become visible again when the short visibility timeout ends.
+            with contextlib.suppress(ClientError, BotoCoreError):
+                self._client.change_message_visibility_batch(QueueUrl=self.queue_url, Entries=entries)  # type: ignore[arg-type]
+
+    def remove(self, letter: DeadLetter) -> None:
+        receipt = self._receipts.get(letter.handle)
+        if receipt is None:
+            raise InvalidInput(f"dead letter {letter.handle!r} was not peeked from {self.source}")
+        try:
+            self._client.delete_message(QueueUrl=self.queue_url, ReceiptHandle=receipt)
+        except (ClientError, BotoCoreError) as error:
+            raise _sqs_error(error, f"removing dead letter {letter.handle}") from None
+        del self._receipts[letter.handle]
+
+
+def _from_millis(value: str) -> datetime:
+    return datetime.fromtimestamp(int(value) / 1000, UTC)
+
+
+def _sqs_error(error: Exception, doing: str) -> StorageError:
+    if isinstance(error, ClientError):
+        code = _code(error)
+        if code in _THROTTLING_CODES or code == "RequestThrottled":
+            return Throttled(f"{doing}: SQS is throttling ({code})")
+        return StorageError(f"{doing}: SQS answered {code or 'an error'}")
+    if isinstance(error, (BotoConnectionError, HTTPClientError)):
+        return Throttled(f"{doing}: SQS could not be reached ({type(error).__name__})")
+    return StorageError(f"{doing}: {type(error).__name__}")
+
+
+# --- settings and assembly -----------------------------------------------------------------------
+
+# The variables template.yaml sets (Globals.Function.Environment) and the settings they fill.
+ENVIRONMENT_VARIABLES = {
+    "uploads_bucket": "MODELREPO_UPLOADS_BUCKET",
+    "registry_bucket": "MODELREPO_REGISTRY_BUCKET",
+    "table": "MODELREPO_TABLE",
+    "dead_letter_queue_url": "MODELREPO_DEAD_LETTER_QUEUE_URL",
+    "register_deadline_seconds": "MODELREPO_REGISTER_DEADLINE_SECONDS",
+    "max_body_bytes": "MODELREPO_MAX_BODY_BYTES",
+}
+BUCKET_NAME = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
+TABLE_NAME = r"^[A-Za-z0-9_.-]{3,255}$"
+QUEUE_URL = r"^https?://[^\s/]+(/[^\s/]+)*/[0-9]{12}/[A-Za-z0-9_-]{1,80}$"
+
+
+class AwsSettings(BaseModel):
+    """Everything the functions and the operator CLI need to know, validated once."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    uploads_bucket: str = Field(pattern=BUCKET_NAME)
+    registry_bucket: str = Field(pattern=BUCKET_NAME)
+    table: str = Field(pattern=TABLE_NAME)
+    dead_letter_queue_url: str = Field(pattern=QUEUE_URL)
+    # API Gateway gives up after 29 s; the core must answer (503 + Retry-After) before that.
+    register_deadline_seconds: float = Field(default=10.0, gt=0, le=25)
+    max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, ge=1024, le=6 * 1024 * 1024)
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str]) -> AwsSettings:
+        values = {name: environ[variable] for name, variable in ENVIRONMENT_VARIABLES.items() if environ.get(variable)}
+        try:
+            return cls(**values)
+        except ValidationError as error:
+            raise InvalidInput(f"invalid settings: {describe_validation_error(error)}") from None
+
+
+def aws_session(environ: Mapping[str, str]) -> boto3.session.Session:
+    """Credentials and region from `environ` where it names them, else boto3's own chain.
+
+    The Lambda runtime sets the role's credentials and the region in the environment; an operator
+    may instead name a profile.
+    """
+    key = environ.get("AWS_ACCESS_KEY_ID") or None
+    return boto3.session.Session(
+        aws_access_key_id=key,
+        aws_secret_access_key=environ.get("AWS_SECRET_ACCESS_KEY") or None,
+        aws_session_token=environ.get("AWS_SESSION_TOKEN") or None,
+        region_name=environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION") or None,
+        profile_name=None if key else environ.get("AWS_PROFILE") or None,
+    )
+
+
+def build_repository(
+    settings: AwsSettings, environ: Mapping[str, str], *, sleep: Callable[[float], None] = time.sleep
+) -> ModelRepository:
+    """The repository on the stack's buckets and table; `sleep` lets a host count the core's retries."""
+    session = aws_session(environ)
+    endpoint = environ.get("AWS_ENDPOINT_URL") or None
+    s3 = session.client("s3", endpoint_url=endpoint, config=client_config(signature_version="s3v4"))
+    dynamodb = session.client("dynamodb", endpoint_url=endpoint, config=client_config())
+    return ModelRepository(
+        S3ArtifactStore(s3, settings.uploads_bucket, settings.registry_bucket),
+        DynamoDBMetadataStore(dynamodb, settings.table),
+        retry=RetryPolicy(deadline_seconds=settings.register_deadline_seconds, sleep=sleep),
+    )
+
+
+def open_backend(environ: Mapping[str, str]) -> Backend:
+    """What `modelrepo reconcile|dead-letters|replay --backend aws` work on.
+
+    `environ` holds the functions' environment (the stack's outputs under the same names) plus
+    the operator's credentials and region, so the CLI sees exactly what the functions see.
+    """
+    settings = AwsSettings.from_environment(environ)
+    session = aws_session(environ)
+    sqs = session.client("sqs", endpoint_url=environ.get("AWS_ENDPOINT_URL") or None, config=client_config())
+    return Backend(build_repository(settings, environ), SqsDeadLetterQueue(sqs, settings.dead_letter_queue_url))
