@@ -36,7 +36,7 @@ aws-checkov: setup
 	@$(MAKE) --no-print-directory $(CHECKOV)
 	mkdir -p build
 	$(CHECKOV) --file template.yaml --framework cloudformation --skip-download --output json > $(AWS_CHECKOV_REPORT) || true
-	$(BIN)/python tests/aws/checkov_gate.py $(AWS_CHECKOV_REPORT)
+	$(BIN)/python tools/checkov_gate.py $(AWS_CHECKOV_REPORT) cloudformation template.yaml
 
 aws-build: aws-setup
 	rm -rf $(SAM_BUILD_DIR)

@@ -24,7 +24,7 @@ $(CHECKOV):
 
 infra-check: setup $(CHECKOV)
 	$(CHECKOV) --directory infra --framework bicep --skip-download --output json --quiet > build/checkov.json || true
-	$(BIN)/python infra/checkov_gate.py build/checkov.json
+	$(BIN)/python tools/checkov_gate.py build/checkov.json bicep infra/
 
 setup: $(AZURITE_STAMP)
 pytest: $(AZURITE_STAMP)

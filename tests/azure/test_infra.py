@@ -150,7 +150,7 @@ def test_event_grid_feeds_the_blob_trigger_with_bounded_retries_and_dead_letters
 
 
 def _gate() -> Any:
-    spec = importlib.util.spec_from_file_location("checkov_gate", INFRA / "checkov_gate.py")
+    spec = importlib.util.spec_from_file_location("checkov_gate", INFRA.parent / "tools" / "checkov_gate.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -163,11 +163,14 @@ def _report(**summary: int) -> dict[str, Any]:
 
 
 def test_the_checkov_gate_fails_on_parsing_errors_that_checkov_itself_lets_pass() -> None:
-    problems = _gate().problems
+    def problems(report: Any) -> list[str]:
+        found: list[str] = _gate().problems(report, "bicep")
+        return found
+
     assert problems(_report()) == []
     # What checkov 3.3.30 printed (exit code 0) for a truncated Bicep file:
     assert problems(_report(passed=0, skipped=0, parsing_errors=1, resource_count=0)) == [
-        "checkov could not parse 1 Bicep file(s)",
+        "checkov could not parse 1 bicep file(s)",
         "checkov found no resources to check",
     ]
     failing = _report(failed=1)
