@@ -14,6 +14,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -43,8 +44,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", choices=sorted(SCENARIOS), help="run only these scenarios")
     parser.add_argument("--work", type=Path, help="scratch folder (default: a temporary one, removed afterwards)")
     parser.add_argument("--readme", action="store_true", help="also refresh the table in bench/README.md")
+    parser.add_argument("--rounds", type=int, help="override the number of alternating rounds")
+    parser.add_argument("--writers", type=int, nargs="+", help="override scenario 1's writer counts")
+    parser.add_argument("--modes", nargs="+", choices=["in-process", "HTTP"], help="scenario 1's modes")
     args = parser.parse_args(argv)
     sizes = SMOKE if args.smoke else FULL
+    if args.rounds:
+        sizes = replace(sizes, rounds=args.rounds)
+    if args.writers:
+        sizes = replace(sizes, register_writers=tuple(args.writers))
+    if args.modes:
+        sizes = replace(sizes, register_modes=tuple(args.modes))
     names = args.only or list(SCENARIOS)
     work = Path(tempfile.mkdtemp(prefix="modelrepo-bench-", dir=args.work))
     results: dict[str, Any] = {

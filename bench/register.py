@@ -76,7 +76,7 @@ def _mlflow_http(root: Path, count: int, writers: int) -> tuple[Measured, bool]:
 def run(sizes: Sizes, work: Path) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     count = sizes.register_versions
-    for mode in ("in-process", "HTTP"):
+    for mode in sizes.register_modes:
         for writers in sizes.register_writers:
             pooled = {MODELREPO: Measured(), MLFLOW: Measured()}
             verified = {MODELREPO: True, MLFLOW: True}

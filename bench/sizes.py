@@ -10,6 +10,7 @@ class Sizes:
     rounds: int
     register_versions: int
     register_writers: tuple[int, ...]
+    register_modes: tuple[str, ...]
     ingest_artifacts: int
     ingest_bytes: int
     listing_sizes: tuple[int, ...]
@@ -26,6 +27,7 @@ FULL = Sizes(
     rounds=2,
     register_versions=2000,
     register_writers=(1, 8, 32),
+    register_modes=("in-process", "HTTP"),
     ingest_artifacts=2000,
     ingest_bytes=1 << 20,
     listing_sizes=(1_000, 10_000, 100_000),
@@ -43,6 +45,7 @@ SMOKE = Sizes(
     rounds=1,
     register_versions=40,
     register_writers=(1, 8),
+    register_modes=("in-process", "HTTP"),
     ingest_artifacts=12,
     ingest_bytes=64 << 10,
     listing_sizes=(250, 500),
