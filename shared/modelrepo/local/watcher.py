@@ -100,19 +100,26 @@ class DropFolderWatcher(FileSystemEventHandler):
             self._note(Path(_as_text(event.dest_path)), closed=True)
         elif isinstance(event, FileClosedEvent):
             self._note(Path(_as_text(event.src_path)), closed=True)
-        elif isinstance(event, (FileCreatedEvent, FileModifiedEvent)):
+        elif isinstance(event, FileCreatedEvent):
+            # A creation says nothing about whether the writer is done: a file written into a new
+            # folder before its watch existed is only ever reported as created (after `_scan` saw it
+            # closed), while a writer that is still busy goes on to cause modified events.
+            self._note(Path(_as_text(event.src_path)), closed=None)
+        elif isinstance(event, FileModifiedEvent):
             self._note(Path(_as_text(event.src_path)), closed=False)
 
-    def _note(self, path: Path, *, closed: bool) -> None:
+    def _note(self, path: Path, *, closed: bool | None) -> None:
+        """Note activity on a file; `closed` None keeps what is known (new files count as open)."""
         if path.name.startswith(TEMP_PREFIX):
             return
         with self._lock:
             pending = self._pending.get(path)
             if pending is None:
-                self._pending[path] = _Pending(time.monotonic(), closed)
+                self._pending[path] = _Pending(time.monotonic(), bool(closed))
             else:
                 pending.last_event = time.monotonic()
-                pending.closed = closed
+                if closed is not None:
+                    pending.closed = closed
                 pending.stat = None
 
     def _initial_scan(self) -> None:
