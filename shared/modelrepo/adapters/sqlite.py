@@ -78,15 +78,18 @@ class SqliteMetadataStore(MetadataStore):
         return None if found is None else Item(partition, row, json.loads(found[1]), found[0])
 
     def query(self, partition: str, prefix: str, *, after: str | None = None, limit: int = 100) -> list[Item]:
-        sql = "SELECT rk, etag, doc FROM items WHERE pk = ? AND rk >= ?"
-        args: list[object] = [partition, prefix]
+        # One lower bound only: given both `rk >= prefix` and `rk > after`, SQLite seeks the index to
+        # the prefix and filters every row up to `after`, so deep pages cost the partition's size.
+        if after is not None and after >= prefix:
+            sql = "SELECT rk, etag, doc FROM items WHERE pk = ? AND rk > ?"
+            args: list[object] = [partition, after]
+        else:
+            sql = "SELECT rk, etag, doc FROM items WHERE pk = ? AND rk >= ?"
+            args = [partition, prefix]
         end = _prefix_end(prefix)
         if end is not None:
             sql += " AND rk < ?"
             args.append(end)
-        if after is not None:
-            sql += " AND rk > ?"
-            args.append(after)
         sql += " ORDER BY rk LIMIT ?"
         args.append(limit)
         with self._connection() as db:
