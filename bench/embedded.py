@@ -24,9 +24,11 @@ def repository(root: Path) -> tuple[ModelRepository, CountingMetadataStore]:
     return repo, counting
 
 
-def seed_artifact(repo: ModelRepository, run_id: str = "run-1", payload: bytes = b"model bytes\n") -> str:
+def seed_artifact(
+    repo: ModelRepository, run_id: str = "run-1", payload: bytes = b"model bytes\n", experiment_id: str = EXPERIMENT
+) -> str:
     """Upload and record one artifact, the thing every registration points at; its runArtifactId."""
-    info = repo.artifacts.put(f"{EXPERIMENT}/{run_id}/model.bin", io.BytesIO(payload))
+    info = repo.artifacts.put(f"{experiment_id}/{run_id}/model.bin", io.BytesIO(payload))
     result = repo.record_artifact(ObjectCreated.from_object(info, "bench"))
     assert result.artifact is not None, result
     return result.artifact.run_artifact_id

@@ -1,11 +1,14 @@
 """Scenario 3: one page of 100 versions at 1k, 10k and 100k existing versions.
 
-Both stores are seeded through their public registration call, one writer (modelrepo:
-`register_model`, MLflow: `create_model_version`), so the rows are exactly what users create. The
-last registrations before each size are timed as well: they show whether registering gets dearer
-as versions pile up. At each size the newest page and a page from the middle (reached with the
-listing's own cursor / page token) are read alternately from both systems. MLflow is seeded only
-up to `listing_mlflow_max`; beyond it the table says so.
+Each size is its own experiment (modelrepo) / registered model (MLflow) in one store, seeded
+through the public registration call with one writer (modelrepo `register_model`, MLflow
+`create_model_version`), so the rows are exactly what users create. Everything that is compared
+across sizes is measured interleaved, so that the drift of a shared machine cannot pass for a
+difference between sizes: the last registrations before each size are timed in small batches
+taken in turn from every size (they show whether registering gets dearer as versions pile up),
+and the page reads go round all sizes, systems and positions (the newest page, and a page from the
+middle reached with the listing's own cursor / page token). MLflow is seeded only up to
+`listing_mlflow_max`; beyond it the table says so.
 """
 
 from __future__ import annotations
@@ -13,14 +16,21 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from bench import embedded, mlflow_peer
 from bench.common import MLFLOW, MODELREPO, Measured, ratio, row, run_concurrently
 from bench.sizes import Sizes
+from modelrepo.service import ModelRepository
 
 WINDOW = 500  # registrations timed just before each size is reached
+BATCH = 50  # ... in batches taken in turn from every size
+
+
+def _name(size: int) -> str:
+    return f"bench-{size}"
 
 
 def _timed(call: Callable[[], int], expected: int) -> float:
@@ -32,59 +42,64 @@ def _timed(call: Callable[[], int], expected: int) -> float:
     return elapsed
 
 
+def _middle(size: int) -> int:
+    """Versions to skip: whole pages, about half of them, leaving at least one full page."""
+    return max(100, size // 2 // 100 * 100) if size >= 200 else 0
+
+
 def run(sizes: Sizes, work: Path) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     repo, _ = embedded.repository(work / "listing-modelrepo")
     client = mlflow_peer.local_client(work / "listing-mlflow")
-    mlflow_peer.create_model(client)
-    artifact_id = embedded.seed_artifact(repo)
-    have = {MODELREPO: 0, MLFLOW: 0}
-    seeding = {MODELREPO: Measured(), MLFLOW: Measured()}
-    registers = {
-        MODELREPO: lambda i: repo.register_model(embedded.EXPERIMENT, artifact_id, "bench"),
-        MLFLOW: lambda i: mlflow_peer.register(client, i),
-    }
     try:
+        registers: dict[tuple[str, int], Callable[[int], object]] = {}
         for size in sizes.listing_sizes:
-            systems = [MODELREPO, MLFLOW] if size <= sizes.listing_mlflow_max else [MODELREPO]
-            for system in systems:
-                bulk = size - have[system] - min(WINDOW, size - have[system])
-                seeding[system].add(run_concurrently(registers[system], bulk, 1))
-                window = run_concurrently(registers[system], size - have[system] - bulk, 1)
-                seeding[system].add(window)
-                have[system] = size
-                rows.append(row(f"register 1 writer, last {window.operations} before {size:,}", system, window))
-            found = embedded.versions(repo)
-            if not embedded.gapless(found, size):
-                raise AssertionError(f"modelrepo holds {len(found)} versions, not exactly 1..{size}")
-            middle_cursor = _modelrepo_middle_cursor(repo, size)
-            pages: dict[str, dict[str, Callable[[], int]]] = {
-                MODELREPO: {
-                    "newest": lambda: len(repo.list_models(embedded.EXPERIMENT, limit=100).items),
-                    "middle": lambda cursor=middle_cursor: len(  # type: ignore[misc]
-                        repo.list_models(embedded.EXPERIMENT, limit=100, cursor=cursor).items
-                    ),
-                }
-            }
-            if MLFLOW in systems:
-                if mlflow_peer.versions(client) != list(range(1, size + 1)):
-                    raise AssertionError(f"MLflow does not hold exactly versions 1..{size}")
-                token = _mlflow_middle_token(client, size)
-                pages[MLFLOW] = {
-                    "newest": lambda: mlflow_peer.search_page(client)[0],
-                    "middle": lambda token=token: mlflow_peer.search_page(client, token)[0],  # type: ignore[misc]
-                }
+            name = _name(size)
+            artifact = embedded.seed_artifact(repo, experiment_id=name)
+            registers[MODELREPO, size] = partial(_modelrepo_register, repo, name, artifact)
+            if size <= sizes.listing_mlflow_max:
+                mlflow_peer.create_model(client, name)
+                registers[MLFLOW, size] = partial(_mlflow_register, client, name)
+        window = min(WINDOW, *sizes.listing_sizes)
+        seeding = {MODELREPO: Measured(), MLFLOW: Measured()}
+        for (system, size), register in registers.items():
+            seeding[system].add(run_concurrently(register, size - window, 1))
+        windows = {key: Measured() for key in registers}
+        for done in range(0, window, BATCH):
+            for key, register in registers.items():
+                windows[key].add(run_concurrently(register, min(BATCH, window - done), 1))
+        for (system, size), batch in windows.items():
+            seeding[system].add(batch)
+            rows.append(row(f"register 1 writer, last {window} before {size:,}", system, batch, size=size))
+
+        pages: dict[tuple[str, int, str], Callable[[], int]] = {}
+        for size in sizes.listing_sizes:
+            name = _name(size)
+            if not embedded.gapless(embedded.versions(repo, name), size):
+                raise AssertionError(f"modelrepo's {name} does not hold exactly versions 1..{size}")
+            cursor = _modelrepo_cursor(repo, name, _middle(size))
+            pages[MODELREPO, size, "newest"] = partial(_modelrepo_page, repo, name, None)
+            pages[MODELREPO, size, "middle"] = partial(_modelrepo_page, repo, name, cursor)
+            if (MLFLOW, size) in registers:
+                if mlflow_peer.versions(client, name) != list(range(1, size + 1)):
+                    raise AssertionError(f"MLflow's {name} does not hold exactly versions 1..{size}")
+                token = _mlflow_token(client, name, _middle(size))
+                pages[MLFLOW, size, "newest"] = partial(_mlflow_page, client, name, None)
+                pages[MLFLOW, size, "middle"] = partial(_mlflow_page, client, name, token)
+        timings = {page: Measured() for page in pages}
+        for _ in range(sizes.listing_samples):
+            for page, read in pages.items():
+                elapsed = _timed(read, 100)
+                timings[page].add(Measured(operations=1, seconds=elapsed, latencies=[elapsed]))
+        for size in sizes.listing_sizes:
             for where in ("newest", "middle"):
-                timings = {system: Measured() for system in pages}
-                for _ in range(sizes.listing_samples):
-                    for system in pages:
-                        elapsed = _timed(pages[system][where], 100)
-                        timings[system].add(Measured(operations=1, seconds=elapsed, latencies=[elapsed]))
                 case = f"page of 100 ({where}) at {size:,} versions"
-                rows.append(row(case, MODELREPO, timings[MODELREPO], size=size, where=where, kind="page"))
-                if MLFLOW in timings:
-                    rows.append(row(case, MLFLOW, timings[MLFLOW], size=size, where=where, kind="page"))
-                    rows[-2]["ratio"] = ratio(timings[MODELREPO].throughput, timings[MLFLOW].throughput)
+                ours = timings[MODELREPO, size, where]
+                rows.append(row(case, MODELREPO, ours, size=size, where=where, kind="page"))
+                if (MLFLOW, size, where) in timings:
+                    theirs = timings[MLFLOW, size, where]
+                    rows.append(row(case, MLFLOW, theirs, size=size, where=where, kind="page"))
+                    rows[-2]["ratio"] = ratio(ours.throughput, theirs.throughput)
                 else:
                     rows.append(
                         {
@@ -105,33 +120,38 @@ def run(sizes: Sizes, work: Path) -> dict[str, Any]:
         "unit": "pages/s",
         "samples": sizes.listing_samples,
         "rows": rows,
-        "note": "Seeded through each system's own registration call (modelrepo: register_model; "
-        "MLflow: create_model_version), one writer.",
+        "note": "One experiment (MLflow: registered model) per size in one store, seeded through each system's "
+        "own registration call (modelrepo: register_model; MLflow: create_model_version), one writer; "
+        "register windows and page reads measured interleaved across sizes.",
     }
 
 
-def _middle(size: int) -> int:
-    """Versions to skip: whole pages, about half of them, leaving at least one full page."""
-    return max(100, size // 2 // 100 * 100) if size >= 200 else 0
+def _modelrepo_register(repo: ModelRepository, experiment_id: str, artifact_id: str, index: int) -> object:
+    return repo.register_model(experiment_id, artifact_id, "bench")
 
 
-def _modelrepo_middle_cursor(repo: Any, size: int) -> str:
-    """The listing's own cursor to a full page around the middle."""
+def _mlflow_register(client: Any, name: str, index: int) -> object:
+    return mlflow_peer.register(client, index, name)
+
+
+def _modelrepo_page(repo: ModelRepository, experiment_id: str, cursor: str | None) -> int:
+    return len(repo.list_models(experiment_id, limit=100, cursor=cursor).items)
+
+
+def _mlflow_page(client: Any, name: str, token: str | None) -> int:
+    return mlflow_peer.search_page(client, token, name)[0]
+
+
+def _modelrepo_cursor(repo: Any, name: str, skip: int) -> str | None:
+    """The listing's own cursor after `skip` versions (whole pages of 100)."""
     cursor: str | None = None
-    skipped = 0
-    while skipped < _middle(size):
-        page = repo.list_models(embedded.EXPERIMENT, limit=100, cursor=cursor)
-        skipped += len(page.items)
-        cursor = page.next_cursor
-    assert cursor is not None
+    for _ in range(skip // 100):
+        cursor = repo.list_models(name, limit=100, cursor=cursor).next_cursor
     return cursor
 
 
-def _mlflow_middle_token(client: Any, size: int) -> str:
+def _mlflow_token(client: Any, name: str, skip: int) -> str | None:
     token: str | None = None
-    skipped = 0
-    while skipped < _middle(size):
-        got, token = mlflow_peer.search_page(client, token)
-        skipped += got
-    assert token is not None
+    for _ in range(skip // 100):
+        token = mlflow_peer.search_page(client, token, name)[1]
     return token
