@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ from modelrepo.ports import ArtifactStore, ObjectInfo, ObjectListing, ProgressCa
 # Files being written by `put` and `pin`; the watcher ignores them.
 TEMP_PREFIX = ".modelrepo-tmp-"
 _CACHE_SIZE = 20_000
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 
 class _VerifyingReader:
@@ -47,6 +49,7 @@ class FolderArtifactStore(ArtifactStore):
     def __init__(self, uploads: Path, registry: Path) -> None:
         self.uploads = uploads
         self.registry = registry
+        self._pinned_root = os.path.join(registry, "sha256")
         uploads.mkdir(parents=True, exist_ok=True)
         registry.mkdir(parents=True, exist_ok=True)
         self._digests: OrderedDict[tuple[int, ...], str] = OrderedDict()
@@ -71,9 +74,13 @@ class FolderArtifactStore(ArtifactStore):
         return path.relative_to(self.uploads).as_posix()
 
     def _pinned_path(self, digest: str) -> Path:
-        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        return Path(self._pinned_file(digest))
+
+    def _pinned_file(self, digest: str) -> str:
+        """The registry file of a digest, as a plain string: registering checks it every time."""
+        if not isinstance(digest, str) or not _SHA256_HEX.fullmatch(digest):
             raise InvalidInput(f"{digest!r} is not a sha256 hex digest")
-        return self.registry / "sha256" / digest[:2] / digest
+        return os.path.join(self._pinned_root, digest[:2], digest)
 
     # --- digests ---------------------------------------------------------------------------------
 
@@ -188,7 +195,7 @@ class FolderArtifactStore(ArtifactStore):
         target.chmod(0o444)
 
     def has_pinned(self, digest: str) -> bool:
-        return self._pinned_path(digest).is_file()
+        return os.path.isfile(self._pinned_file(digest))
 
     @contextmanager
     def open_pinned(self, digest: str) -> Iterator[BinaryIO]:
