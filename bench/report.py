@@ -244,7 +244,7 @@ def chart(results: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt  # type: ignore[import-not-found,unused-ignore]
 
     register = _rows(results, "register")
-    figure, axes = plt.subplots(figsize=(7.5, 4.5), dpi=120)
+    figure, axes = plt.subplots(figsize=(9, 4.5), dpi=120)
     styles = {MODELREPO: "tab:blue", MLFLOW: "tab:orange"}
     for mode, line in (("in-process", "-"), ("HTTP", "--")):
         for system, colour in styles.items():
@@ -259,12 +259,14 @@ def chart(results: dict[str, Any], path: Path) -> None:
         xs, ys = zip(*sorted((r["writers"], r["throughput"]) for r in raw), strict=True)
         axes.plot(xs, ys, ":", marker="s", color="grey", label="raw SQLite bump+insert (limit)")
     axes.set_xscale("log", base=2)
+    writers = sorted({r["writers"] for r in register} | {r["writers"] for r in raw})
+    axes.set_xticks(writers, [str(w) for w in writers])
     axes.set_yscale("log")
     axes.set_xlabel("concurrent writers")
     axes.set_ylabel("versions registered per second")
     axes.set_title(f"Register throughput vs concurrency ({results['machine']['cores']} cores)")
     axes.grid(True, which="both", alpha=0.3)
-    axes.legend(fontsize=8)
+    axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)
