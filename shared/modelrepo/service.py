@@ -6,7 +6,7 @@ import hashlib
 import threading
 import uuid
 import weakref
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -51,6 +51,7 @@ from modelrepo.retry import RetryPolicy
 DEFAULT_PAGE = 50
 MAX_PAGE = 1000
 MAX_IDEMPOTENCY_KEY_CHARS = 255
+ARTIFACTS_REMEMBERED = 4096
 
 
 def utc_now() -> datetime:
@@ -153,6 +154,8 @@ class ModelRepository:
         self._now = now
         self._turns: weakref.WeakValueDictionary[str, _Turn] = weakref.WeakValueDictionary()
         self._turns_guard = threading.Lock()
+        self._artifacts: OrderedDict[str, RunArtifact] = OrderedDict()
+        self._artifacts_guard = threading.Lock()
 
     # --- uploads ---------------------------------------------------------------------------------
 
@@ -262,11 +265,23 @@ class ModelRepository:
         return sorted(artifacts, key=lambda a: (a.experiment_id, a.name))
 
     def get_artifact(self, run_artifact_id: str) -> RunArtifact:
+        """A recorded run artifact. Its row is written once (if absent) and never changed, so a
+        copy read earlier is still true: registrations of one artifact skip the read."""
+        with self._artifacts_guard:
+            known = self._artifacts.get(run_artifact_id)
+            if known is not None:
+                self._artifacts.move_to_end(run_artifact_id)
+                return known
         partition, row = tables.locate_run_artifact(run_artifact_id)
         item = self.metadata.get(partition, row)
         if item is None:
             raise NotFound(f"run artifact {run_artifact_id!r} is not recorded")
-        return RunArtifact.model_validate(item.data["artifact"])
+        artifact = RunArtifact.model_validate(item.data["artifact"])
+        with self._artifacts_guard:
+            self._artifacts[run_artifact_id] = artifact
+            while len(self._artifacts) > ARTIFACTS_REMEMBERED:
+                self._artifacts.popitem(last=False)
+        return artifact
 
     def list_rejections(self, *, limit: int = DEFAULT_PAGE, cursor: str | None = None) -> Page[Rejection]:
         items, next_cursor = self._page(tables.REJECTIONS_PARTITION, tables.REJECTION_PREFIX, limit, cursor)
