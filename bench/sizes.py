@@ -33,7 +33,7 @@ FULL = Sizes(
     listing_sizes=(1_000, 10_000, 100_000),
     # MLflow registers ~250 versions/s here, so 100k would take ~7 minutes of seeding alone.
     listing_mlflow_max=10_000,
-    listing_samples=200,
+    listing_samples=400,
     large_bytes=2 << 30,
     sqlite_transactions=20_000,
     sqlite_writers=(1, 32),
