@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 import uuid
+import weakref
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -12,6 +15,7 @@ from typing import Any, BinaryIO
 
 from modelrepo import tables
 from modelrepo.errors import (
+    Busy,
     ConditionFailed,
     Conflict,
     InvalidInput,
@@ -47,6 +51,7 @@ from modelrepo.retry import RetryPolicy
 DEFAULT_PAGE = 50
 MAX_PAGE = 1000
 MAX_IDEMPOTENCY_KEY_CHARS = 255
+ARTIFACTS_REMEMBERED = 4096
 
 
 def utc_now() -> datetime:
@@ -71,6 +76,42 @@ class DeploymentHistory(Record):
     current: Deployment | None
     history: list[Deployment]
     next_cursor: str | None = None
+
+
+class _Turn:
+    """A first-come, first-served lock: releasing hands it to the longest waiter.
+
+    A plain lock lets the releasing thread take it straight back, so under 32 writers a few
+    waited for dozens of turns (p99 ~50 ms against a p50 of 0.2 ms).
+    """
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._held = False
+        self._waiters: deque[threading.Lock] = deque()
+
+    def acquire(self, timeout: float) -> bool:
+        with self._guard:
+            if not self._held:
+                self._held = True
+                return True
+            waiter = threading.Lock()
+            waiter.acquire()
+            self._waiters.append(waiter)
+        if waiter.acquire(timeout=timeout):
+            return True
+        with self._guard:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+                return False
+        return True  # handed over just as the wait timed out
+
+    def release(self) -> None:
+        with self._guard:
+            if self._waiters:
+                self._waiters.popleft().release()  # still held: now by the woken waiter
+            else:
+                self._held = False
 
 
 def _check_limit(limit: int) -> int:
@@ -111,6 +152,10 @@ class ModelRepository:
         self.metadata = metadata
         self._retry = retry or RetryPolicy()
         self._now = now
+        self._turns: weakref.WeakValueDictionary[str, _Turn] = weakref.WeakValueDictionary()
+        self._turns_guard = threading.Lock()
+        self._artifacts: OrderedDict[str, RunArtifact] = OrderedDict()
+        self._artifacts_guard = threading.Lock()
 
     # --- uploads ---------------------------------------------------------------------------------
 
@@ -249,11 +294,23 @@ class ModelRepository:
         return sorted(artifacts, key=lambda a: (a.experiment_id, a.name))
 
     def get_artifact(self, run_artifact_id: str) -> RunArtifact:
+        """A recorded run artifact. Its row is written once (if absent) and never changed, so a
+        copy read earlier is still true: registrations of one artifact skip the read."""
+        with self._artifacts_guard:
+            known = self._artifacts.get(run_artifact_id)
+            if known is not None:
+                self._artifacts.move_to_end(run_artifact_id)
+                return known
         partition, row = tables.locate_run_artifact(run_artifact_id)
         item = self.metadata.get(partition, row)
         if item is None:
             raise NotFound(f"run artifact {run_artifact_id!r} is not recorded")
-        return RunArtifact.model_validate(item.data["artifact"])
+        artifact = RunArtifact.model_validate(item.data["artifact"])
+        with self._artifacts_guard:
+            self._artifacts[run_artifact_id] = artifact
+            while len(self._artifacts) > ARTIFACTS_REMEMBERED:
+                self._artifacts.popitem(last=False)
+        return artifact
 
     def list_rejections(self, *, limit: int = DEFAULT_PAGE, cursor: str | None = None) -> Page[Rejection]:
         items, next_cursor = self._page(tables.REJECTIONS_PARTITION, tables.REJECTION_PREFIX, limit, cursor)
@@ -296,55 +353,98 @@ class ModelRepository:
         self._pin(artifact)
         token = idempotency_key or uuid.uuid4().hex
         unknown: list[str] = []  # version rows whose write may have committed
+        turn = self._turn(partition)
         for _ in self._retry.attempts(f"registering a version of experiment {experiment_id!r}"):
             if mine := self._find_own_write(partition, unknown, token):
                 return RegisteredModel.model_validate(mine.data["model"])
-            counter = self.metadata.get(partition, tables.COUNTER_ROW)
-            version = (counter.data["latest"] if counter else 0) + 1
-            model = RegisteredModel(
-                experiment_id=experiment_id,
-                version=version,
-                run_artifact_id=artifact.run_artifact_id,
-                run_id=artifact.run_id,
-                artifact_name=artifact.name,
-                registered_by=registered_by,
-                registered_at=self._now(),
-                description=description,
-                sha256=artifact.sha256,
-                size=artifact.size,
-            )
-            row = tables.version_row(version)
-            writes: list[Write] = [
-                self._guarded_put(counter, partition, tables.COUNTER_ROW, {"latest": version}),
-                Put(partition, row, {"model": model.to_json(), "token": token}, if_absent=True),
-                self._audit(
-                    partition,
-                    registered_by,
-                    "model.registered",
-                    f"version {version}",
-                    {"runArtifactId": artifact.run_artifact_id, "sha256": artifact.sha256},
-                ),
-            ]
-            if idempotency_key is not None:
-                writes.append(
-                    Put(
-                        partition,
-                        tables.idempotency_row(idempotency_key),
-                        {"version": version, "runArtifactId": artifact.run_artifact_id},
-                        if_absent=True,
-                    )
+            with self._taking(turn, experiment_id):
+                registered = self._try_register(
+                    partition, artifact, token, unknown, registered_by, description, idempotency_key
                 )
-            try:
-                self.metadata.transact(writes)
-                return model
-            except OutcomeUnknown:
-                unknown.append(row)
-            except ConditionFailed:
-                if idempotency_key is not None and (earlier := self._replay(partition, idempotency_key, artifact)):
-                    return earlier
-            except Throttled:
-                pass
+            if registered is not None:
+                return registered
         raise AssertionError("unreachable: the retry policy raises Busy")
+
+    def _turn(self, partition: str) -> _Turn:
+        """This process's lock on a partition's version counter.
+
+        Writers in one process that race each other for the counter only make each other retry:
+        under 32 threads most attempts lost and slept. Taking turns per experiment leaves the
+        optimistic bump for what it is for, writers in other processes and hosts.
+        """
+        with self._turns_guard:
+            lock = self._turns.get(partition)
+            if lock is None:
+                lock = self._turns[partition] = _Turn()
+            return lock
+
+    @contextmanager
+    def _taking(self, turn: _Turn, experiment_id: str) -> Iterator[None]:
+        if not turn.acquire(timeout=self._retry.deadline_seconds):
+            raise Busy(f"registering a version of experiment {experiment_id!r} is still queued; retry shortly")
+        try:
+            yield
+        finally:
+            turn.release()
+
+    def _try_register(
+        self,
+        partition: str,
+        artifact: RunArtifact,
+        token: str,
+        unknown: list[str],
+        registered_by: str,
+        description: str | None,
+        idempotency_key: str | None,
+    ) -> RegisteredModel | None:
+        """One attempt at the optimistic bump: the new version, or None to retry."""
+        experiment_id = artifact.experiment_id
+        counter = self.metadata.get(partition, tables.COUNTER_ROW)
+        version = (counter.data["latest"] if counter else 0) + 1
+        model = RegisteredModel(
+            experiment_id=experiment_id,
+            version=version,
+            run_artifact_id=artifact.run_artifact_id,
+            run_id=artifact.run_id,
+            artifact_name=artifact.name,
+            registered_by=registered_by,
+            registered_at=self._now(),
+            description=description,
+            sha256=artifact.sha256,
+            size=artifact.size,
+        )
+        row = tables.version_row(version)
+        writes: list[Write] = [
+            self._guarded_put(counter, partition, tables.COUNTER_ROW, {"latest": version}),
+            Put(partition, row, {"model": model.to_json(), "token": token}, if_absent=True),
+            self._audit(
+                partition,
+                registered_by,
+                "model.registered",
+                f"version {version}",
+                {"runArtifactId": artifact.run_artifact_id, "sha256": artifact.sha256},
+            ),
+        ]
+        if idempotency_key is not None:
+            writes.append(
+                Put(
+                    partition,
+                    tables.idempotency_row(idempotency_key),
+                    {"version": version, "runArtifactId": artifact.run_artifact_id},
+                    if_absent=True,
+                )
+            )
+        try:
+            self.metadata.transact(writes)
+            return model
+        except OutcomeUnknown:
+            unknown.append(row)
+        except ConditionFailed:
+            if idempotency_key is not None and (earlier := self._replay(partition, idempotency_key, artifact)):
+                return earlier
+        except Throttled:
+            pass
+        return None
 
     def _replay(self, partition: str, idempotency_key: str, artifact: RunArtifact) -> RegisteredModel | None:
         item = self.metadata.get(partition, tables.idempotency_row(idempotency_key))

@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import queue
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -34,30 +36,67 @@ from modelrepo.ports import (
 # Files being written by `put` and `pin`; the watcher ignores them.
 TEMP_PREFIX = ".modelrepo-tmp-"
 _CACHE_SIZE = 20_000
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+
+
+_PARALLEL_AFTER_BYTES = 8 << 20
+_CHUNKS_AHEAD = 4
 
 
 class _VerifyingReader:
-    """Streams a file and, at its end, proves the bytes were the expected version."""
+    """Streams a file and, at its end, proves the bytes were the expected version.
+
+    Every caller digests what it reads too (the core hashes artifacts, pinning hashes the copy), so
+    past the first few MiB the proof runs on a helper thread (hashlib releases the GIL): a large
+    file is hashed twice at the same time instead of one after the other. At most a few chunks
+    wait for the helper, so memory stays bounded.
+    """
 
     def __init__(self, stream: BinaryIO, key: str, expected_sha256: str) -> None:
         self._stream = stream
         self._key = key
         self._expected = expected_sha256
         self._digest = hashlib.sha256()
+        self._read = 0
+        self._pending: queue.Queue[bytes | None] | None = None
+        self._helper: threading.Thread | None = None
 
     def read(self, size: int = -1) -> bytes:
         chunk = self._stream.read(size)
-        self._digest.update(chunk)
-        at_end = not chunk or size < 0
-        if at_end and self._digest.hexdigest() != self._expected:
-            raise ObjectChanged(f"object {self._key!r} changed while it was read")
+        self._read += len(chunk)
+        if self._pending is None and self._read > _PARALLEL_AFTER_BYTES:
+            self._pending = queue.Queue(maxsize=_CHUNKS_AHEAD)
+            self._helper = threading.Thread(target=self._digest_pending, name="verify-sha256", daemon=True)
+            self._helper.start()
+        if self._pending is not None:
+            if chunk:
+                self._pending.put(chunk)
+        else:
+            self._digest.update(chunk)
+        if not chunk or size < 0:
+            self.close()
+            if self._digest.hexdigest() != self._expected:
+                raise ObjectChanged(f"object {self._key!r} changed while it was read")
         return chunk
+
+    def _digest_pending(self) -> None:
+        assert self._pending is not None
+        while (chunk := self._pending.get()) is not None:
+            self._digest.update(chunk)
+
+    def close(self) -> None:
+        """Wait for the helper (also when the caller stops reading early)."""
+        if self._helper is not None and self._pending is not None:
+            self._pending.put(None)
+            self._helper.join()
+            self._helper = None
 
 
 class FolderArtifactStore(ArtifactStore):
     def __init__(self, uploads: Path, registry: Path) -> None:
         self.uploads = uploads
         self.registry = registry
+        self._pinned_root = os.path.join(registry, "sha256")
         uploads.mkdir(parents=True, exist_ok=True)
         registry.mkdir(parents=True, exist_ok=True)
         self._name_max = os.pathconf(uploads, "PC_NAME_MAX")
@@ -89,9 +128,13 @@ class FolderArtifactStore(ArtifactStore):
         return path.relative_to(self.uploads).as_posix()
 
     def _pinned_path(self, digest: str) -> Path:
-        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        return Path(self._pinned_file(digest))
+
+    def _pinned_file(self, digest: str) -> str:
+        """The registry file of a digest, as a plain string: registering checks it every time."""
+        if not isinstance(digest, str) or not _SHA256_HEX.fullmatch(digest):
             raise InvalidInput(f"{digest!r} is not a sha256 hex digest")
-        return self.registry / "sha256" / digest[:2] / digest
+        return os.path.join(self._pinned_root, digest[:2], digest)
 
     # --- digests ---------------------------------------------------------------------------------
 
@@ -142,7 +185,11 @@ class FolderArtifactStore(ArtifactStore):
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             raise ObjectMissing(f"no object {key!r}") from None
         with stream:
-            yield cast(BinaryIO, _VerifyingReader(stream, key, etag))
+            reader = _VerifyingReader(stream, key, etag)
+            try:
+                yield cast(BinaryIO, reader)
+            finally:
+                reader.close()
 
     def put(self, key: str, data: BinaryIO, *, progress: ProgressCallback | None = None) -> ObjectInfo:
         path = self.path_of(key)
@@ -206,7 +253,7 @@ class FolderArtifactStore(ArtifactStore):
         target.chmod(0o444)
 
     def has_pinned(self, digest: str) -> bool:
-        return self._pinned_path(digest).is_file()
+        return os.path.isfile(self._pinned_file(digest))
 
     @contextmanager
     def open_pinned(self, digest: str) -> Iterator[BinaryIO]:

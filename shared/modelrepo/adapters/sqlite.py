@@ -78,15 +78,18 @@ class SqliteMetadataStore(MetadataStore):
         return None if found is None else Item(partition, row, json.loads(found[1]), found[0])
 
     def query(self, partition: str, prefix: str, *, after: str | None = None, limit: int = 100) -> list[Item]:
-        sql = "SELECT rk, etag, doc FROM items WHERE pk = ? AND rk >= ?"
-        args: list[object] = [partition, prefix]
+        # One lower bound only: given both `rk >= prefix` and `rk > after`, SQLite seeks the index to
+        # the prefix and filters every row up to `after`, so deep pages cost the partition's size.
+        if after is not None and after >= prefix:
+            sql = "SELECT rk, etag, doc FROM items WHERE pk = ? AND rk > ?"
+            args: list[object] = [partition, after]
+        else:
+            sql = "SELECT rk, etag, doc FROM items WHERE pk = ? AND rk >= ?"
+            args = [partition, prefix]
         end = _prefix_end(prefix)
         if end is not None:
             sql += " AND rk < ?"
             args.append(end)
-        if after is not None:
-            sql += " AND rk > ?"
-            args.append(after)
         sql += " ORDER BY rk LIMIT ?"
         args.append(limit)
         with self._connection() as db:
@@ -103,15 +106,7 @@ class SqliteMetadataStore(MetadataStore):
                 raise Throttled(f"the metadata database is busy: {error}") from None
             try:
                 for w in writes:
-                    self._check(db, partition, w)
-                for w in writes:
-                    if isinstance(w, Delete):
-                        db.execute("DELETE FROM items WHERE pk = ? AND rk = ?", (partition, w.row))
-                    else:
-                        db.execute(
-                            "INSERT OR REPLACE INTO items (pk, rk, etag, doc) VALUES (?, ?, ?, ?)",
-                            (partition, w.row, os.urandom(8).hex(), documents[w.row]),
-                        )
+                    self._apply(db, partition, w, documents)
                 db.execute("COMMIT")
             except sqlite3.OperationalError as error:
                 db.rollback()
@@ -121,14 +116,40 @@ class SqliteMetadataStore(MetadataStore):
                 raise
 
     @staticmethod
-    def _check(db: sqlite3.Connection, partition: str, w: Write) -> None:
-        if w.if_match is None and not (not isinstance(w, Delete) and w.if_absent):
+    def _apply(db: sqlite3.Connection, partition: str, w: Write, documents: dict[str, str]) -> None:
+        """One statement per write that checks its condition as it writes; the caller rolls back."""
+        if isinstance(w, Delete):
+            if w.if_match is None:
+                db.execute("DELETE FROM items WHERE pk = ? AND rk = ?", (partition, w.row))
+            elif (
+                db.execute(
+                    "DELETE FROM items WHERE pk = ? AND rk = ? AND etag = ?", (partition, w.row, w.if_match)
+                ).rowcount
+                != 1
+            ):
+                raise ConditionFailed(f"row {w.row!r} changed")
             return
-        found = db.execute("SELECT etag FROM items WHERE pk = ? AND rk = ?", (partition, w.row)).fetchone()
-        if w.if_match is not None and (found is None or found[0] != w.if_match):
-            raise ConditionFailed(f"row {w.row!r} changed")
-        if found is not None and not isinstance(w, Delete) and w.if_absent:
-            raise ConditionFailed(f"row {w.row!r} already exists")
+        etag = os.urandom(8).hex()
+        if w.if_match is not None:
+            updated = db.execute(
+                "UPDATE items SET etag = ?, doc = ? WHERE pk = ? AND rk = ? AND etag = ?",
+                (etag, documents[w.row], partition, w.row, w.if_match),
+            )
+            if updated.rowcount != 1:
+                raise ConditionFailed(f"row {w.row!r} changed")
+        elif w.if_absent:
+            try:
+                db.execute(
+                    "INSERT INTO items (pk, rk, etag, doc) VALUES (?, ?, ?, ?)",
+                    (partition, w.row, etag, documents[w.row]),
+                )
+            except sqlite3.IntegrityError:
+                raise ConditionFailed(f"row {w.row!r} already exists") from None
+        else:
+            db.execute(
+                "INSERT OR REPLACE INTO items (pk, rk, etag, doc) VALUES (?, ?, ?, ?)",
+                (partition, w.row, etag, documents[w.row]),
+            )
 
     def close(self) -> None:
         while True:

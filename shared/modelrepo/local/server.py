@@ -43,6 +43,9 @@ class _RequestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: ApiServer
     timeout = 60
+    # Headers and body go out as two writes; with Nagle's algorithm on, the second waits for the
+    # client's delayed ACK (~40 ms on Linux) on every keep-alive request.
+    disable_nagle_algorithm = True
 
     def __getattr__(self, name: str) -> Any:
         """Every method (`do_GET`, `do_TRACE`, …) goes to the API, which answers 405 where it must."""

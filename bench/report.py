@@ -1,0 +1,272 @@
+"""Turn one run's results into the targets verdict, a Markdown report and a PNG chart."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from bench.common import MLFLOW, MODELREPO, RAW
+
+START, END = "<!-- bench:results:start -->", "<!-- bench:results:end -->"
+
+
+def _rows(results: dict[str, Any], scenario: str) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = results["scenarios"].get(scenario, {}).get("rows", [])
+    return rows
+
+
+def _find(rows: list[dict[str, Any]], system: str, **match: Any) -> dict[str, Any] | None:
+    for found in rows:
+        if found.get("system") == system and all(found.get(k) == v for k, v in match.items()):
+            return found
+    return None
+
+
+def _target(text: str, measured: str | None, met: bool | None) -> dict[str, Any]:
+    return {"target": text, "measured": measured or "not measured in this run", "met": met}
+
+
+def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each target of the issue, judged only on figures of this run; smoke runs judge nothing."""
+    judged: list[dict[str, Any]] = []
+    smoke = results.get("smoke", False)
+
+    def verdict(ok: bool) -> bool | None:
+        return None if smoke else ok
+
+    register = _rows(results, "register")
+    writers = max((r.get("writers", 0) for r in register), default=0)
+    ours = _find(register, MODELREPO, mode="in-process", writers=writers)
+    peer = _find(register, MLFLOW, mode="in-process", writers=writers)
+    text = f"Embedded register at {writers} writers: >= 20x MLflow, p99 <= 20 ms, zero failures"
+    if ours and peer and ours.get("ratio") is not None:
+        judged.append(
+            _target(
+                text,
+                f"{ours['ratio']}x ({ours['throughput']:.0f} vs {peer['throughput']:.0f}/s), "
+                f"p99 {ours['p99_ms']:.1f} ms, {ours['failures']} failures, versions 1..N: {ours['verified']}",
+                verdict(
+                    ours["ratio"] >= 20 and ours["p99_ms"] <= 20 and ours["failures"] == 0 and bool(ours["verified"])
+                ),
+            )
+        )
+    else:
+        judged.append(_target(text, None, None))
+
+    ingest = _rows(results, "ingest")
+    ours = _find(ingest, MODELREPO)
+    text = "Ingest >= 10x MLflow"
+    if ours and ours.get("ratio") is not None:
+        limit = _find(ingest, RAW)
+        measured = f"{ours['ratio']}x ({ours['throughput']:.0f} vs {_find(ingest, MLFLOW)['throughput']:.0f}/s)"  # type: ignore[index]
+        if limit:
+            measured += (
+                f"; writing the files alone runs at {limit['throughput']:.0f}/s ({ours['of_limit']:.0%} reached)"
+            )
+        judged.append(_target(text, measured, verdict(ours["ratio"] >= 10 and bool(ours["verified"]))))
+    else:
+        judged.append(_target(text, None, None))
+
+    listing = _rows(results, "listing")
+    pages = [r for r in listing if r.get("kind") == "page" and r["system"] == MODELREPO]
+    text = "A page of 100 costs the same (+-20%) at the smallest and the largest size"
+    if pages:
+        smallest, largest = min(r["size"] for r in pages), max(r["size"] for r in pages)
+        parts, ok = [], True
+        for where in ("newest", "middle"):
+            low = _find(pages, MODELREPO, size=smallest, where=where)
+            high = _find(pages, MODELREPO, size=largest, where=where)
+            if low and high:
+                change = high["p50_ms"] / low["p50_ms"] - 1
+                ok = ok and abs(change) <= 0.2
+                parts.append(
+                    f"{where}: p50 {low['p50_ms']:.2f} ms at {smallest:,} -> "
+                    f"{high['p50_ms']:.2f} ms at {largest:,} ({change:+.0%})"
+                )
+        judged.append(_target(text, "; ".join(parts), verdict(ok)))
+    else:
+        judged.append(_target(text, None, None))
+
+    large = _rows(results, "large")
+    text = "Large-file digest >= 80% of raw hashlib, peak RSS < 100 MB"
+    recorded = [r for r in large if r.get("mode", "").startswith("record")]
+    if recorded:
+        parts = [f"{r['mode']}: {r['of_limit']:.0%} of the limit, peak RSS {r['peak_rss_mb']:.0f} MB" for r in recorded]
+        ok = all(r["of_limit"] >= 0.8 and r["peak_rss_mb"] < 100 for r in recorded)
+        judged.append(_target(text, "; ".join(parts), verdict(ok)))
+    else:
+        judged.append(_target(text, None, None))
+
+    windows = sorted(
+        (r for r in listing if r["case"].startswith("register") and r["system"] == MODELREPO), key=lambda r: r["size"]
+    )
+    text = "Register cost does not grow with the number of existing versions (+-20%)"
+    if len(windows) >= 2:
+        first, last = windows[0], windows[-1]
+        change = last["p50_ms"] / first["p50_ms"] - 1
+        judged.append(
+            _target(
+                text,
+                f"p50 {first['p50_ms']:.2f} ms ({first['case']}) -> "
+                f"{last['p50_ms']:.2f} ms ({last['case']}), {change:+.0%}",
+                verdict(abs(change) <= 0.2 or change < 0),
+            )
+        )
+    else:
+        judged.append(_target(text, None, None))
+    return judged
+
+
+# --- Markdown ------------------------------------------------------------------------------------
+
+
+def _num(value: Any, digits: int = 1) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def _extras(found: dict[str, Any]) -> str:
+    notes = []
+    if "of_limit" in found and found["of_limit"] is not None:
+        notes.append(f"{found['of_limit']:.0%} of limit")
+    if "mib_per_s" in found:
+        notes.append(f"{found['mib_per_s']:,.0f} MiB/s, peak RSS {found['peak_rss_mb']:.0f} MB")
+    if "conflicts" in found:
+        retries = found.get("retries", found.get("transactions", found["operations"]) - found["operations"])
+        notes.append(f"{found['conflicts']} conflicts, {retries} retries")
+    if "success_rate" in found:
+        notes.append(f"{found['success_rate']:.0%} succeeded")
+    if found.get("verified") is False:
+        notes.append("**VERIFICATION FAILED**")
+    return "; ".join(notes)
+
+
+def _side_by_side(scenario: dict[str, Any]) -> list[str]:
+    lines = [
+        f"| case | modelrepo {scenario['unit']} | p50 ms | p99 ms | max ms | fail "
+        f"| MLflow {scenario['unit']} | p50 ms | p99 ms | max ms | fail | ratio |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    cases: dict[str, dict[str, dict[str, Any]]] = {}
+    for found in scenario["rows"]:
+        cases.setdefault(found["case"], {})[found["system"]] = found
+    for case, systems in cases.items():
+        cells = [case]
+        shown = {MODELREPO: systems[RAW]} if set(systems) == {RAW} else systems  # a limit: first block
+        for system in (MODELREPO, MLFLOW):
+            found = shown.get(system)
+            if found is None or "not_measured" in found:
+                cells += [found["not_measured"] if found else "-", "", "", "", ""]
+                continue
+            flag = "" if found.get("verified", True) else " (NOT 1..N)"
+            cells += [
+                _num(found["throughput"]) + flag,
+                _num(found["p50_ms"], 2),
+                _num(found["p99_ms"], 2),
+                _num(found["max_ms"], 1),
+                _num(found["failures"]),
+            ]
+        ours = shown.get(MODELREPO, {})
+        mark = f"{ours['ratio']}x" if ours.get("ratio") is not None else "-"
+        if ours.get("of_limit") is not None:
+            mark += f" ({ours['of_limit']:.0%} of limit)"
+        cells.append(mark)
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _single(scenario: dict[str, Any]) -> list[str]:
+    lines = [
+        f"| case | system | {scenario['unit']} | p50 ms | p99 ms | max ms | fail | notes |",
+        "|---|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for found in scenario["rows"]:
+        if "not_measured" in found:
+            lines.append(f"| {found['case']} | {found['system']} | {found['not_measured']} | | | | | |")
+            continue
+        rate = found.get("mib_per_s", found["throughput"])
+        lines.append(
+            f"| {found['case']} | {found['system']} | {_num(rate)} | {_num(found['p50_ms'], 2)} | "
+            f"{_num(found['p99_ms'], 2)} | {_num(found['max_ms'], 1)} | {_num(found['failures'])} | {_extras(found)} |"
+        )
+    return lines
+
+
+def markdown(results: dict[str, Any]) -> str:
+    box = results["machine"]
+    lines = [
+        f"Run {results['started']}{' (smoke sizes: figures mean nothing)' if results['smoke'] else ''} on "
+        f"{box['cpu']}, {box['cores']} cores, {box['memory_gb']} GiB, Python {box['python']}, "
+        f"MLflow {results['mlflow']}. Ratios are modelrepo / MLflow measured alternately in this run.",
+        "",
+        "| target | measured | met |",
+        "|---|---|---|",
+    ]
+    for found in results["targets"]:
+        met = {True: "yes", False: "**no**", None: "-"}[found["met"]]
+        lines.append(f"| {found['target']} | {found['measured']} | {met} |")
+    for scenario in results["scenarios"].values():
+        lines += ["", f"### {scenario['title']}", ""]
+        if "error" in scenario:
+            lines += ["```", scenario["error"].strip(), "```"]
+            continue
+        systems = {found["system"] for found in scenario["rows"]}
+        lines += _side_by_side(scenario) if MLFLOW in systems else _single(scenario)
+        if scenario.get("note"):
+            lines += ["", scenario["note"]]
+        if scenario.get("log"):
+            lines += ["", "```", scenario["log"].strip()[-1500:], "```"]
+        lines.append(f"\n({scenario.get('wall_seconds', '?')} s of wall time)")
+    return "\n".join(lines) + "\n"
+
+
+def refresh_readme(readme: Path, table: str) -> None:
+    text = readme.read_text(encoding="utf-8")
+    if START not in text or END not in text:
+        raise RuntimeError(f"{readme} has no {START} ... {END} section to refresh")
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    readme.write_text(f"{head}{START}\n{table}\n{END}{tail}", encoding="utf-8")
+
+
+# --- chart ---------------------------------------------------------------------------------------
+
+
+def chart(results: dict[str, Any], path: Path) -> None:
+    """Throughput against concurrency for both systems, in process and over HTTP (log scale)."""
+    import matplotlib  # type: ignore[import-not-found,unused-ignore]
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # type: ignore[import-not-found,unused-ignore]
+
+    register = _rows(results, "register")
+    figure, axes = plt.subplots(figsize=(9, 4.5), dpi=120)
+    styles = {MODELREPO: "tab:blue", MLFLOW: "tab:orange"}
+    for mode, line in (("in-process", "-"), ("HTTP", "--")):
+        for system, colour in styles.items():
+            points = sorted(
+                (r["writers"], r["throughput"]) for r in register if r["system"] == system and r.get("mode") == mode
+            )
+            if points:
+                xs, ys = zip(*points, strict=True)
+                axes.plot(xs, ys, line, marker="o", color=colour, label=f"{system}, {mode}")
+    raw = [r for r in _rows(results, "sqlite") if r["system"] == RAW]
+    if raw:
+        xs, ys = zip(*sorted((r["writers"], r["throughput"]) for r in raw), strict=True)
+        axes.plot(xs, ys, ":", marker="s", color="grey", label="raw SQLite bump+insert (limit)")
+    axes.set_xscale("log", base=2)
+    writers = sorted({r["writers"] for r in register} | {r["writers"] for r in raw})
+    axes.set_xticks(writers, [str(w) for w in writers])
+    axes.set_yscale("log")
+    axes.set_xlabel("concurrent writers")
+    axes.set_ylabel("versions registered per second")
+    axes.set_title(f"Register throughput vs concurrency ({results['machine']['cores']} cores)")
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)

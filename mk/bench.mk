@@ -1,0 +1,27 @@
+# Benchmarks (bench/): `make bench` runs them at full size into bench/results/ and refreshes the
+# table in bench/README.md; `make test` runs every scenario at a smoke size (tests/bench/).
+# The bench has its own virtualenv, so that MLflow's pins never meet the project's test tools.
+BENCH_VENV := bench/.venv
+BENCH_BIN := $(BENCH_VENV)/bin
+BENCH_STAMP := $(BENCH_VENV)/.installed-$(shell cat bench/requirements.txt shared/pyproject.toml | cksum | cut -d' ' -f1)
+
+.PHONY: bench bench-setup bench-typecheck
+
+$(BENCH_STAMP): bench/requirements.txt shared/pyproject.toml
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_BIN)/python -m pip install --quiet --upgrade pip
+	$(BENCH_BIN)/python -m pip install --quiet -r bench/requirements.txt -e 'shared[local]'
+	rm -f $(BENCH_VENV)/.installed-*
+	touch $@
+
+bench-setup: $(BENCH_STAMP)
+
+# BENCH_ARGS passes options through, e.g. `make bench BENCH_ARGS="--only register"`.
+bench: setup bench-setup
+	$(BENCH_BIN)/python -m bench --readme $(BENCH_ARGS)
+
+bench-typecheck: setup
+	$(BIN)/mypy bench
+
+TEST_STEPS += bench-typecheck
+pytest: bench-setup

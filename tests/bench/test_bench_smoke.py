@@ -1,0 +1,56 @@
+"""The benchmark at smoke size, so that it cannot rot: every scenario runs, both systems, and the
+correctness checks the full run relies on (versions exactly 1..N, digests, counts) hold.
+
+It runs in the bench's own virtualenv (bench/.venv, with MLflow), which `make test` creates.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+BENCH_PYTHON = REPO / "bench" / ".venv" / "bin" / "python"
+SCENARIOS = ["register", "ingest", "listing", "large", "sqlite"]  # "cloud" is test_concurrent_registration.py
+
+
+def test_every_scenario_runs_at_smoke_size_with_verified_results(tmp_path: Path) -> None:
+    assert BENCH_PYTHON.exists(), "the bench virtualenv is missing: run `make bench-setup`"
+    done = subprocess.run(
+        [
+            str(BENCH_PYTHON),
+            "-m",
+            "bench",
+            "--smoke",
+            "--out",
+            str(tmp_path),
+            "--work",
+            str(tmp_path),
+            "--only",
+            *SCENARIOS,
+        ],
+        check=False,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert list(results["scenarios"]) == SCENARIOS
+    systems = set()
+    for name, scenario in results["scenarios"].items():
+        assert "error" not in scenario, scenario.get("error")
+        assert scenario["rows"], name
+        for row in scenario["rows"]:
+            systems.add(row["system"])
+            assert row.get("verified", True) is True, (name, row)
+            if "failures" not in row:
+                continue
+            assert row["throughput"] > 0, (name, row)  # every system got work done, the peer too
+            if row["system"] == "modelrepo":
+                assert row["failures"] == 0, (name, row)
+    assert {"modelrepo", "MLflow", "limit"} <= systems
+    assert (tmp_path / "results.md").read_text().count("###") == len(SCENARIOS)
+    assert (tmp_path / "throughput.png").read_bytes().startswith(b"\x89PNG")
