@@ -157,6 +157,10 @@ class ModelRepository:
         self._artifacts: OrderedDict[str, RunArtifact] = OrderedDict()
         self._artifacts_guard = threading.Lock()
 
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        return self._retry
+
     # --- uploads ---------------------------------------------------------------------------------
 
     def record_artifact(self, event: ObjectCreated) -> RecordResult:

@@ -45,6 +45,7 @@ from tests.contracts.test_register_history import (
     OPERATIONS,
     actor_of,
     check_history,
+    hosts_of,
     record_artifacts,
     run_storm,
     storm_operations,
@@ -251,7 +252,7 @@ def test_a_registration_storm_with_faults_below_the_sdk_keeps_every_counter_prom
         chaos = SdkChaos(seed=20261127)
         with SdkFaults(client, chaos.fault).installed() as faults:
             proxy.decide = chaos.withhold
-            run_storm(repo, ops, seen.unknown_operations)
+            run_storm(hosts_of(repo), ops, seen.unknown_operations)
             proxy.decide = None
 
         outcomes = check_history(repo, ops, artifact_ids)

@@ -47,7 +47,13 @@ from tests.azure.faults import (
     first,
     is_table_batch,
 )
-from tests.contracts.test_register_history import check_history, record_artifacts, run_storm, storm_operations
+from tests.contracts.test_register_history import (
+    check_history,
+    hosts_of,
+    record_artifacts,
+    run_storm,
+    storm_operations,
+)
 
 
 @dataclass
@@ -242,7 +248,7 @@ def test_a_registration_storm_with_sdk_level_faults_keeps_every_counter_promise(
     ops = storm_operations(artifact_ids, count=64)
     chaos = SdkChaos(seed=20261127)
     faulty.transport.plan = chaos
-    run_storm(repository, ops, chaos.ambiguous, threads=8)
+    run_storm(hosts_of(repository), ops, chaos.ambiguous, threads=8)
     faulty.transport.plan = None
 
     assert set(chaos.injected) == {"busy", "timeout-before-commit", "timeout-after-commit", "lost-after-commit"}

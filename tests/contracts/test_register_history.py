@@ -102,11 +102,25 @@ def storm_operations(artifact_ids: dict[str, str], count: int = OPERATIONS) -> l
     ]
 
 
-def run_storm(repo: ModelRepository, ops: Sequence[Op], ambiguous: set[str], threads: int = THREADS) -> None:
-    """Run every operation concurrently and record its outcome; an operation that gave up is
-    unknown if it saw an ambiguous write (its name in `ambiguous`), else failed."""
+HOSTS = 4
+
+
+def hosts_of(repo: ModelRepository, count: int = HOSTS) -> list[ModelRepository]:
+    """Several repositories over the same stores, as several processes or containers would be.
+
+    One repository lets its own threads take turns per experiment; separate ones race for real,
+    so the storm exercises the optimistic write's conflicts and retries, not only the faults.
+    """
+    return [repo] + [ModelRepository(repo.artifacts, repo.metadata, retry=repo.retry_policy) for _ in range(count - 1)]
+
+
+def run_storm(hosts: Sequence[ModelRepository], ops: Sequence[Op], ambiguous: set[str], threads: int = THREADS) -> None:
+    """Run every operation concurrently, spread over the hosts, and record its outcome; an
+    operation that gave up is unknown if it saw an ambiguous write (its name in `ambiguous`), else
+    failed."""
 
     def run(op: Op) -> None:
+        repo = hosts[int(op.name.removeprefix("op")) % len(hosts)]
         try:
             model = repo.register_model(op.experiment, op.artifact_id, op.name, idempotency_key=op.idempotency_key)
         except Busy:
@@ -150,7 +164,7 @@ def test_a_faulty_registration_storm_keeps_every_counter_promise(metadata_store:
     ops = storm_operations(artifact_ids)
 
     faulty.fault = chaos
-    run_storm(repo, ops, chaos.ambiguous)
+    run_storm(hosts_of(repo), ops, chaos.ambiguous)
     faulty.fault = None
 
     # The faults really happened, of every kind.

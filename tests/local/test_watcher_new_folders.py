@@ -6,7 +6,7 @@ import threading
 import time
 from pathlib import Path
 
-from modelrepo.adapters.folder import FolderArtifactStore
+from modelrepo.adapters.folder import FolderArtifactStore, FolderDeadLetterQueue
 from modelrepo.events import ObjectCreated
 from modelrepo.local.watcher import DropFolderWatcher
 
@@ -21,7 +21,8 @@ def test_files_in_new_folders_do_not_wait_for_the_unclosed_quiet_period(tmp_path
             delivered[event.key] = time.monotonic()
 
     # A long unclosed period: a closed file that is mistaken for an open one would wait 60 s.
-    watcher = DropFolderWatcher(store, deliver, quiet_seconds=0.2, unclosed_quiet_seconds=60)
+    letters = FolderDeadLetterQueue(tmp_path / "dead-letters")
+    watcher = DropFolderWatcher(store, deliver, letters, quiet_seconds=0.2, unclosed_quiet_seconds=60)
     watcher.start()
     try:
         time.sleep(0.3)
