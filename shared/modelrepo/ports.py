@@ -26,7 +26,8 @@ if TYPE_CHECKING:
 
 # --- MetadataStore -------------------------------------------------------------------------------
 
-MAX_WRITES_PER_TRANSACTION = 25
+# The native limit of both clouds: DynamoDB TransactWriteItems and an Azure entity-group transaction.
+MAX_WRITES_PER_TRANSACTION = 100
 
 
 @dataclass(frozen=True)
