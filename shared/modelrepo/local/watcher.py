@@ -42,6 +42,16 @@ ACTOR = "local-watcher"
 
 
 CLOSED, CREATED, MODIFIED = "closed", "created", "modified"
+# Only what decides when a file is complete: leaving out opens and read-only closes keeps our own
+# digest reads (and any reader's) from flooding the watcher with events.
+WATCHED_EVENTS: list[type[FileSystemEvent]] = [
+    FileCreatedEvent,
+    FileModifiedEvent,
+    FileClosedEvent,
+    FileMovedEvent,
+    DirCreatedEvent,
+    DirMovedEvent,
+]
 
 
 @dataclass
@@ -87,7 +97,7 @@ class DropFolderWatcher(FileSystemEventHandler):
     # --- lifecycle -------------------------------------------------------------------------------
 
     def start(self) -> None:
-        self._observer.schedule(self, str(self._store.uploads), recursive=True)
+        self._observer.schedule(self, str(self._store.uploads), recursive=True, event_filter=WATCHED_EVENTS)
         self._observer.start()
         for name, target in (("drop-folder-settle", self._settle_loop), ("drop-folder-scan", self._initial_scan)):
             thread = threading.Thread(target=target, name=name, daemon=True)
