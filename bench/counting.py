@@ -12,8 +12,8 @@ from modelrepo.ports import Item, MetadataStore, Write
 class CountingMetadataStore(MetadataStore):
     """Counts transactions, lost conditional writes (conflicts) and throttled or unknown writes.
 
-    Every transaction beyond the first of an operation is a retry, so retries = transactions -
-    successful operations; the benchmark derives it from these counters.
+    Every transaction that did not commit (a conflict, throttled, unknown) is followed by a retry;
+    the benchmark derives retries from these counters.
     """
 
     def __init__(self, inner: MetadataStore) -> None:
