@@ -4,7 +4,8 @@ modelrepo: `modelrepo serve` runs; the benchmark writes each file into the drop 
 (`<root>/artifacts/bench/run-i/model.bin`, one run per artifact), then polls lightly
 (`GET /api/runs/run-i/artifacts`, newest first) until every one is listed. The clock runs from the
 first write to the moment the last one became visible, its `recordedAt` (polling harder would only
-take the server's time); an artifact's latency is its `recordedAt` minus the end of its write. MLflow: N runs, each `create_run`, `log_artifact` of a 1 MB file, `set_terminated`, one
+take the server's time); an artifact's latency is its `recordedAt` minus the end of its write.
+MLflow: N runs, each `create_run`, `log_artifact` of a 1 MB file, `set_terminated`, one
 after the other; the artifact is visible when `set_terminated` returns. The source files MLflow
 copies are written before its clock starts.
 """
