@@ -88,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     report.chart(results, args.out / "throughput.png")
     if args.readme:
         report.refresh_readme(HERE / "README.md", markdown)
+        report.refresh_readme(HERE.parent / "README.md", "\n".join(report.summary(results)) + "\n")
     print(markdown)
     return 1 if failed else 0
 

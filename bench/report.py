@@ -196,7 +196,8 @@ def _single(scenario: dict[str, Any]) -> list[str]:
     return lines
 
 
-def markdown(results: dict[str, Any]) -> str:
+def summary(results: dict[str, Any]) -> list[str]:
+    """The machine and the targets: what the repository's README shows."""
     box = results["machine"]
     lines = [
         f"Run {results['started']}{' (smoke sizes: figures mean nothing)' if results['smoke'] else ''} on "
@@ -209,6 +210,11 @@ def markdown(results: dict[str, Any]) -> str:
     for found in results["targets"]:
         met = {True: "yes", False: "**no**", None: "-"}[found["met"]]
         lines.append(f"| {found['target']} | {found['measured']} | {met} |")
+    return lines
+
+
+def markdown(results: dict[str, Any]) -> str:
+    lines = summary(results)
     for scenario in results["scenarios"].values():
         lines += ["", f"### {scenario['title']}", ""]
         if "error" in scenario:
