@@ -31,7 +31,7 @@ typecheck: setup
 	$(BIN)/mypy
 
 pytest: setup
-	$(BIN)/python -m pytest -n 2 --dist loadgroup
+	$(BIN)/python -m pytest -n 2 --dist loadgroup --max-worker-restart=0  # a crashed worker fails the run; replacing it can hang loadgroup
 
 -include mk/*.mk
 

@@ -10,6 +10,7 @@ import contextlib
 import http.client
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -151,8 +152,26 @@ def modelrepo_server(root: Path, port: int, log: Path) -> contextlib.AbstractCon
     return server([str(BIN / "modelrepo"), "serve", "--root", str(root), "--port", str(port)], port, "/api/health", log)
 
 
-def mlflow_server(root: Path, port: int, log: Path) -> contextlib.AbstractContextManager[int]:
+@contextlib.contextmanager
+def mlflow_server(root: Path, port: int, log: Path) -> Iterator[int]:
     """`mlflow server` with its SQLite store, as documented, with its default workers."""
+    before = _huey_stores()
+    try:
+        with _mlflow_server(root, port, log) as pid:
+            yield pid
+    finally:
+        # MLflow keeps its job queue in a new folder under /dev/shm and leaves it behind when its
+        # group is stopped: memory that would stay taken until the machine restarts.
+        for folder in _huey_stores() - before:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _huey_stores() -> set[Path]:
+    shm = Path("/dev/shm")
+    return {store.parent for store in shm.glob("tmp*/*.mlflow-huey-store")} if shm.is_dir() else set()
+
+
+def _mlflow_server(root: Path, port: int, log: Path) -> contextlib.AbstractContextManager[int]:
     return server(
         [
             str(BIN / "mlflow"),
