@@ -66,9 +66,14 @@ def run(sizes: Sizes, work: Path) -> dict[str, Any]:
         for (system, size), register in registers.items():
             seeding[system].add(run_concurrently(register, size - window, 1))
         windows = {key: Measured() for key in registers}
+        # A fresh order every round, as for the page reads below: in a fixed order the same sizes
+        # always follow one of MLflow's batches.
+        turns = list(registers)
+        shuffler = random.Random(3)
         for done in range(0, window, BATCH):
-            for key, register in registers.items():
-                windows[key].add(run_concurrently(register, min(BATCH, window - done), 1))
+            shuffler.shuffle(turns)
+            for key in turns:
+                windows[key].add(run_concurrently(registers[key], min(BATCH, window - done), 1))
         for (system, size), batch in windows.items():
             seeding[system].add(batch)
             rows.append(row(f"register 1 writer, last {window} before {size:,}", system, batch, size=size))
@@ -91,7 +96,7 @@ def run(sizes: Sizes, work: Path) -> dict[str, Any]:
         # A fresh order every round: a read right after one of MLflow's (which churns caches and
         # the allocator) is ~0.25 ms slower, and a fixed order would pin that on one size.
         order = list(pages)
-        shuffler = random.Random(5)
+        shuffler.seed(5)
         for _ in range(sizes.listing_samples):
             shuffler.shuffle(order)
             for page in order:
