@@ -224,6 +224,38 @@ def test_once_pinned_an_artifact_registers_again_without_its_source(repo: ModelR
     assert repo.register_model("exp1", artifact.run_artifact_id, "bob").version == 2
 
 
+class SlowCopyingArtifactStore(MemoryArtifactStore):
+    """Counts copies into the registry, each slow enough for every other writer to arrive meanwhile."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.copies = 0
+
+    def pin(self, key: str, *, etag: str, digest: str) -> None:
+        self.copies += 1
+        threading.Event().wait(0.05)
+        super().pin(key, etag=etag, digest=digest)
+
+
+def test_writers_registering_one_new_artifact_together_copy_it_once(metadata: MetadataStore) -> None:
+    repo = ModelRepository(SlowCopyingArtifactStore(), metadata, retry=FAST_RETRY)
+    artifact = recorded(repo)
+    barrier = threading.Barrier(16)
+    done: list[int] = []
+
+    def register() -> None:
+        barrier.wait()
+        done.append(repo.register_model("exp1", artifact.run_artifact_id, "alice").version)
+
+    threads = [threading.Thread(target=register) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(done) == list(range(1, 17))
+    assert isinstance(repo.artifacts, SlowCopyingArtifactStore) and repo.artifacts.copies == 1
+
+
 def test_bytes_that_do_not_match_the_recorded_digest_are_not_pinned(
     repo: ModelRepository, artifacts: MemoryArtifactStore
 ) -> None:
