@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import io
+import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -48,3 +51,23 @@ def event_at(key: str, etag: str, when: datetime, sequencer: str | None = None) 
 
 
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def concurrently(count: int, work: Callable[[int], Any]) -> list[Any]:
+    """Run `work(i)` on `count` threads released together; each result, or the exception raised."""
+    results: list[Any] = [None] * count
+    barrier = threading.Barrier(count)
+
+    def run(index: int) -> None:
+        barrier.wait()
+        try:
+            results[index] = work(index)
+        except Exception as error:
+            results[index] = error
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    return results

@@ -3,11 +3,9 @@ still gets exactly its own answer."""
 
 from __future__ import annotations
 
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import pytest
 
@@ -18,26 +16,7 @@ from modelrepo.ports import MetadataStore, Write
 from modelrepo.retry import RetryPolicy
 from modelrepo.service import ModelRepository
 from tests.fixtures.faults import FaultyMetadataStore
-from tests.unit.conftest import FAST_RETRY, record
-
-
-def concurrently(count: int, work: Callable[[int], Any]) -> list[Any]:
-    results: list[Any] = [None] * count
-    barrier = threading.Barrier(count)
-
-    def run(index: int) -> None:
-        barrier.wait()
-        try:
-            results[index] = work(index)
-        except Exception as error:
-            results[index] = error
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
-    return results
+from tests.unit.conftest import FAST_RETRY, concurrently, record
 
 
 def slow_writes(seconds: float) -> Callable[[Sequence[Write], MetadataStore], None]:

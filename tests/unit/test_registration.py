@@ -15,7 +15,7 @@ from modelrepo.model import RunArtifact
 from modelrepo.ports import MetadataStore, Write
 from modelrepo.retry import RetryPolicy
 from modelrepo.service import ModelRepository
-from tests.unit.conftest import FAST_RETRY, FaultyMetadataStore, commit_then_lose_answer, record
+from tests.unit.conftest import FAST_RETRY, FaultyMetadataStore, commit_then_lose_answer, concurrently, record
 
 KEY = "exp1/run1/model.bin"
 
@@ -240,18 +240,7 @@ class SlowCopyingArtifactStore(MemoryArtifactStore):
 def test_writers_registering_one_new_artifact_together_copy_it_once(metadata: MetadataStore) -> None:
     repo = ModelRepository(SlowCopyingArtifactStore(), metadata, retry=FAST_RETRY)
     artifact = recorded(repo)
-    barrier = threading.Barrier(16)
-    done: list[int] = []
-
-    def register() -> None:
-        barrier.wait()
-        done.append(repo.register_model("exp1", artifact.run_artifact_id, "alice").version)
-
-    threads = [threading.Thread(target=register) for _ in range(16)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    done = concurrently(16, lambda _: repo.register_model("exp1", artifact.run_artifact_id, "alice").version)
     assert sorted(done) == list(range(1, 17))
     assert isinstance(repo.artifacts, SlowCopyingArtifactStore) and repo.artifacts.copies == 1
 
