@@ -18,10 +18,9 @@ EXPERIMENT = "bench"
 
 def repository(root: Path) -> tuple[ModelRepository, CountingMetadataStore]:
     """The repository `modelrepo serve` would build on `root`, with its metadata calls counted."""
-    repo = build_repository(LocalSettings(root=root))
-    counting = CountingMetadataStore(repo.metadata)
-    repo.metadata = counting
-    return repo, counting
+    built = build_repository(LocalSettings(root=root))
+    counting = CountingMetadataStore(built.metadata)
+    return ModelRepository(built.artifacts, counting, retry=built.retry_policy), counting
 
 
 def seed_artifact(

@@ -97,7 +97,7 @@ def _port(path: Path, count: int, writers: int) -> Measured:
                     [
                         guard,
                         Put(PARTITION, tables.version_row(version), json.loads(DOCUMENT), if_absent=True),
-                        Put(PARTITION, tables.audit_row(), {"entry": {"action": "model.registered"}}, if_absent=True),
+                        Put(PARTITION, tables.event_row(version), {"action": "model.registered"}, if_absent=True),
                     ]
                 )
                 return

@@ -17,7 +17,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from modelrepo.adapters.aws import object_created_events, s3_request_id
-from modelrepo.service import Outcome
+from modelrepo.commands.uploads import Outcome
 
 logger = Logger()
 tracer = Tracer()

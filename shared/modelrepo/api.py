@@ -1,7 +1,10 @@
 """The HTTP API, once for every host: routes, request schemas, responses and error mapping.
 
 Hosts (the local server, the Azure functions, the Lambda handlers) only convert their native
-request into a `Request`, call `Api.handle`, and convert the `Response` back.
+request into a `Request`, call `Api.handle`, and convert the `Response` back. Each `Route` carries
+everything said about it (parameters, headers, whether it is public, what it answers), and
+`ERRORS` is the one table from domain errors to status codes; the OpenAPI document
+(`modelrepo.openapi`) and the hosts' public paths are derived from both.
 """
 
 from __future__ import annotations
@@ -14,11 +17,12 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Any, BinaryIO, Generic, TypeVar
+from typing import Any, BinaryIO, Generic, Literal, TypeVar
 from urllib.parse import quote, unquote
 
 from pydantic import BaseModel, Field, ValidationError
 
+from modelrepo import limits
 from modelrepo.errors import (
     Busy,
     Conflict,
@@ -29,6 +33,7 @@ from modelrepo.errors import (
     Throttled,
     Unprocessable,
 )
+from modelrepo.limits import DEFAULT_MAX_BODY_BYTES
 from modelrepo.model import (
     Actor,
     AuditEntry,
@@ -45,12 +50,14 @@ from modelrepo.model import (
     Target,
     Version,
 )
+from modelrepo.outbox import CloudEvent
 from modelrepo.ports import iter_chunks
-from modelrepo.service import DEFAULT_PAGE, DeploymentHistory, ModelRepository
+from modelrepo.service import DeploymentHistory, ModelRepository
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_BODY_BYTES = 64 * 1024
+__all__ = ["DEFAULT_MAX_BODY_BYTES", "ROUTES", "Api", "Request", "Response", "Route"]
+
 PROBLEM_JSON = "application/problem+json"
 
 
@@ -108,12 +115,89 @@ def problem(status: int, detail: str, headers: dict[str, str] | None = None) -> 
     return response
 
 
+# --- errors: one table for the answers and the API document ---------------------------------------
+
+
+class UnsupportedMediaType(ModelRepoError):
+    pass
+
+
+class MethodNotAllowed(ModelRepoError):
+    def __init__(self, detail: str, allow: str) -> None:
+        super().__init__(detail)
+        self.allow = allow
+
+
+class BodyTooLarge(ModelRepoError):
+    pass
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """One line naming every field that is wrong and why."""
+    parts = []
+    for item in error.errors(include_url=False):
+        where = ".".join(str(p) for p in item["loc"])
+        message = str(item["msg"]).removeprefix("Value error, ")
+        if item["type"] == "json_invalid":
+            message = f"the body is not valid JSON ({item.get('ctx', {}).get('error', 'parse error')})"
+        elif item["type"] == "model_type" or item["type"] == "model_attributes_type":
+            message = "the body must be a JSON object"
+        parts.append(f"{where}: {message}" if where else message)
+    return "; ".join(parts)
+
+
+@dataclass(frozen=True)
+class ErrorAnswer:
+    """How one kind of error is answered, and how the API document describes that answer."""
+
+    error: type[Exception]
+    status: int
+    description: str
+    detail: Callable[[Any], str] = lambda error: str(getattr(error, "detail", error))
+    headers: Callable[[Any], dict[str, str]] = lambda _error: {}
+
+
+def _retry_after(error: Busy) -> dict[str, str]:
+    return {"Retry-After": str(max(1, round(error.retry_after)))}
+
+
+# First match wins: subclasses before their bases.
+ERRORS: tuple[ErrorAnswer, ...] = (
+    ErrorAnswer(ValidationError, 400, "Bad input: the detail names the field or value", describe_validation_error),
+    ErrorAnswer(InvalidInput, 400, "Bad input: the detail names the field or value"),
+    ErrorAnswer(NotFound, 404, "No such thing (or route)"),
+    ErrorAnswer(MethodNotAllowed, 405, "Method not allowed here", headers=lambda e: {"Allow": e.allow}),
+    ErrorAnswer(Conflict, 409, "Conflicts with the current state"),
+    ErrorAnswer(BodyTooLarge, 413, "Body too large"),
+    ErrorAnswer(UnsupportedMediaType, 415, "Body is not application/json"),
+    ErrorAnswer(Unprocessable, 422, "Refers to things that cannot be combined"),
+    ErrorAnswer(Busy, 503, "Busy beyond the retry deadline; see Retry-After", headers=_retry_after),
+    ErrorAnswer(
+        Throttled,
+        503,
+        "The storage backend is busy; see Retry-After",
+        lambda e: f"the storage backend is busy: {e.detail}",
+        lambda _e: {"Retry-After": "1"},
+    ),
+)
+# Not in the table: a pinned file missing from the registry (500, an operator must look) and any
+# other storage error (503), which are logged where they happen (`Api.handle`).
+UNAUTHORIZED = (401, "Missing or wrong credentials")
+
+
+def answer_error(error: Exception) -> Response | None:
+    for entry in ERRORS:
+        if isinstance(error, entry.error):
+            return problem(entry.status, entry.detail(error), entry.headers(error))
+    return None
+
+
 # --- request bodies ------------------------------------------------------------------------------
 
 
 class RegisterBody(Record):
     experiment_id: ExperimentId
-    run_artifact_id: RunArtifactId = Field(max_length=300)
+    run_artifact_id: RunArtifactId = Field(max_length=limits.MAX_RUN_ARTIFACT_ID_CHARS)
     registered_by: Actor
     description: Description | None = None
 
@@ -137,6 +221,62 @@ class Health(Record):
     status: str
 
 
+M = TypeVar("M", bound=BaseModel)
+
+
+class Items(Record, Generic[M]):
+    """A complete (unpaged) list."""
+
+    items: list[M]
+
+
+# --- parameters ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Param:
+    """A path, query or header parameter, as the API document states it."""
+
+    name: str
+    where: Literal["path", "query", "header"]
+    schema: Mapping[str, Any]
+    required: bool = False
+    description: str = ""
+
+
+def _pattern(regex: re.Pattern[str]) -> dict[str, Any]:
+    return {"type": "string", "pattern": f"^{regex.pattern}$"}
+
+
+PATH_PARAMS: dict[str, Param] = {
+    p.name: p
+    for p in (
+        Param("experimentId", "path", _pattern(limits.ID_PATTERN), True),
+        Param("runId", "path", _pattern(limits.ID_PATTERN), True),
+        Param("runArtifactId", "path", _pattern(limits.RUN_ARTIFACT_ID_PATTERN), True),
+        Param("version", "path", _pattern(limits.VERSION_PATTERN), True),
+        Param("target", "path", _pattern(limits.TARGET_PATTERN), True),
+        Param("key", "path", _pattern(limits.TAG_KEY_PATTERN), True),
+    )
+}
+LIMIT = Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": limits.MAX_PAGE})
+CURSOR = Param("cursor", "query", _pattern(limits.CURSOR_PATTERN), description="nextCursor of the previous page")
+PAGED = (LIMIT, CURSOR)
+AFTER = Param(
+    "after",
+    "query",
+    {"type": "integer", "minimum": 0, "maximum": limits.MAX_NUMBER},
+    description="the sequence of the last event already seen (nextCursor of the previous page); 0 from the start",
+)
+BY = Param("by", "query", {"type": "string", "minLength": 1, "maxLength": limits.MAX_ACTOR_CHARS}, True)
+IDEMPOTENCY_KEY = Param(
+    "Idempotency-Key",
+    "header",
+    {"type": "string", "minLength": 1, "maxLength": limits.MAX_IDEMPOTENCY_KEY_CHARS},
+    description="the same key registers once: a retry answers the version the first call registered",
+)
+
+
 # --- routing -------------------------------------------------------------------------------------
 
 
@@ -145,20 +285,44 @@ Handler = Callable[["Api", dict[str, str], Request], Response]
 
 @dataclass(frozen=True)
 class Route:
-    """One operation: how it is matched, what it accepts and what it answers (for OpenAPI too)."""
+    """One operation: how it is matched, what it accepts and what it answers (for OpenAPI too).
+
+    `answer` None with `media` "application/octet-stream": the body is bytes (a download, which a
+    cloud host answers with a redirect to a signed link); `public`: served without credentials.
+    """
 
     method: str
     template: str
     handler: Handler
     summary: str
     body: type[BaseModel] | None = None
-    answer: type[BaseModel] | None = None  # None: the body is bytes (a download)
+    answer: type[BaseModel] | None = None
     status: int = 200
-    query: tuple[str, ...] = ()
+    params: tuple[Param, ...] = ()
+    public: bool = False
+    media: str = "application/json"
+    redirects: bool = False
+    errors: tuple[int, ...] = ()
 
     @property
     def pattern(self) -> re.Pattern[str]:
         return _compile(self.template)
+
+    @property
+    def path_params(self) -> tuple[Param, ...]:
+        return tuple(PATH_PARAMS[name] for name in re.findall(r"\{(\w+)\}", self.template))
+
+    @property
+    def statuses(self) -> tuple[int, ...]:
+        """Every error status this operation can answer."""
+        found = {400, 404, 503}
+        if not self.public:
+            found.add(UNAUTHORIZED[0])
+        if self.body is not None:
+            found |= {413, 415}
+        if self.method != "GET":
+            found |= {409, 422}
+        return tuple(sorted(found | set(self.errors)))
 
 
 _PATTERNS: dict[str, re.Pattern[str]] = {}
@@ -172,43 +336,27 @@ def _compile(template: str) -> re.Pattern[str]:
 
 
 def _version(params: Mapping[str, str]) -> int:
-    raw = params["version"]
-    if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= 9_999_999_999 or raw.startswith("0"):
-        raise InvalidInput(f"version {raw!r} is invalid: use a positive integer (or 'latest' where allowed)")
-    return int(raw)
+    return limits.parse_version(params["version"])
 
 
 def _limit(request: Request) -> int:
-    raw = request.query.get("limit")
-    if raw is None:
-        return DEFAULT_PAGE
-    if not raw.isascii() or not raw.isdigit():
-        raise InvalidInput(f"limit {raw!r} is invalid: use an integer from 1 to 1000")
-    return int(raw)
+    return limits.parse_limit(request.query.get("limit"))
 
 
 B = TypeVar("B", bound=BaseModel)
-M = TypeVar("M", bound=BaseModel)
 
 
 def _parse(request: Request, schema: type[B]) -> B:
     content_type = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
     if content_type not in ("application/json", ""):
-        raise _UnsupportedMediaType(f"send the body as application/json, not {content_type}")
+        raise UnsupportedMediaType(f"send the body as application/json, not {content_type}")
     if not request.body.strip():
         raise InvalidInput("the request needs a JSON body")
     return schema.model_validate_json(request.body, strict=True)
 
 
-class _UnsupportedMediaType(ModelRepoError):
-    pass
-
-
-def _models_page(page: Any) -> dict[str, Any]:
-    return {
-        "items": [item.to_json() for item in page.items],
-        "nextCursor": page.next_cursor,
-    }
+def _page(page: Any) -> dict[str, Any]:
+    return {"items": [item.to_json() for item in page.items], "nextCursor": page.next_cursor}
 
 
 class Api:
@@ -221,33 +369,19 @@ class Api:
     def handle(self, request: Request) -> Response:
         try:
             if len(request.body) > self.max_body_bytes:
-                return problem(413, f"the request body is larger than {self.max_body_bytes} bytes")
+                raise BodyTooLarge(f"the request body is larger than {self.max_body_bytes} bytes")
             route, params = self._match(request)
             return route.handler(self, params, request)
-        except ValidationError as error:
-            return problem(400, describe_validation_error(error))
-        except _UnsupportedMediaType as error:
-            return problem(415, error.detail)
-        except InvalidInput as error:
-            return problem(400, error.detail)
-        except NotFound as error:
-            return problem(404, error.detail)
-        except Conflict as error:
-            return problem(409, error.detail)
-        except Unprocessable as error:
-            return problem(422, error.detail)
-        except Busy as error:
-            return problem(503, error.detail, {"Retry-After": str(max(1, round(error.retry_after)))})
-        except Throttled as error:
-            return problem(503, f"the storage backend is busy: {error.detail}", {"Retry-After": "1"})
-        except _MethodNotAllowed as error:
-            return problem(405, error.detail, {"Allow": error.allow})
         except ObjectMissing as error:
             log.error("registry integrity: %s", error.detail)
             return problem(500, "the registry is missing bytes it should hold; an operator must look")
-        except ModelRepoError as error:
+        except (ValidationError, ModelRepoError) as error:
+            answer = answer_error(error)
+            if answer is not None:
+                return answer
             log.exception("unexpected modelrepo error")
-            return problem(503, f"the request could not be completed: {error.detail}", {"Retry-After": "1"})
+            detail = error.detail if isinstance(error, ModelRepoError) else str(error)
+            return problem(503, f"the request could not be completed: {detail}", {"Retry-After": "1"})
 
     def _match(self, request: Request) -> tuple[Route, dict[str, str]]:
         allowed: list[str] = []
@@ -261,7 +395,7 @@ class Api:
             params = {name: _decode_segment(value) for name, value in found.groupdict().items()}
             return route, params
         if allowed:
-            raise _MethodNotAllowed(
+            raise MethodNotAllowed(
                 f"{request.method} is not allowed on {request.path}", ", ".join(sorted(set(allowed)))
             )
         raise NotFound(f"no such route: {request.method} {request.path}")
@@ -282,14 +416,20 @@ class Api:
 
     def run_audit(self, params: dict[str, str], request: Request) -> Response:
         page = self.repository.run_audit(params["runId"], limit=_limit(request), cursor=request.query.get("cursor"))
-        return json_response(200, _models_page(page))
+        return json_response(200, _page(page))
+
+    def run_events(self, params: dict[str, str], request: Request) -> Response:
+        after = limits.parse_sequence(request.query.get("after"))
+        return json_response(
+            200, _page(self.repository.run_events(params["runId"], after=after, limit=_limit(request)))
+        )
 
     def artifact(self, params: dict[str, str], request: Request) -> Response:
         return json_response(200, self.repository.get_artifact(params["runArtifactId"]).to_json())
 
     def rejections(self, params: dict[str, str], request: Request) -> Response:
         page = self.repository.list_rejections(limit=_limit(request), cursor=request.query.get("cursor"))
-        return json_response(200, _models_page(page))
+        return json_response(200, _page(page))
 
     def register(self, params: dict[str, str], request: Request) -> Response:
         body = _parse(request, RegisterBody)
@@ -306,7 +446,7 @@ class Api:
         page = self.repository.list_models(
             params["experimentId"], limit=_limit(request), cursor=request.query.get("cursor")
         )
-        return json_response(200, _models_page(page))
+        return json_response(200, _page(page))
 
     def latest_model(self, params: dict[str, str], request: Request) -> Response:
         return json_response(200, self.repository.latest_model(params["experimentId"]).to_json())
@@ -366,13 +506,12 @@ class Api:
         page = self.repository.experiment_audit(
             params["experimentId"], limit=_limit(request), cursor=request.query.get("cursor")
         )
-        return json_response(200, _models_page(page))
+        return json_response(200, _page(page))
 
-
-class _MethodNotAllowed(ModelRepoError):
-    def __init__(self, detail: str, allow: str) -> None:
-        super().__init__(detail)
-        self.allow = allow
+    def experiment_events(self, params: dict[str, str], request: Request) -> Response:
+        after = limits.parse_sequence(request.query.get("after"))
+        page = self.repository.experiment_events(params["experimentId"], after=after, limit=_limit(request))
+        return json_response(200, _page(page))
 
 
 def _decode_segment(raw: str) -> str:
@@ -391,33 +530,13 @@ def _model_location(model: RegisteredModel) -> str:
     return f"/api/experiments/{quote(model.experiment_id)}/models/{model.version}"
 
 
-def describe_validation_error(error: ValidationError) -> str:
-    """One line naming every field that is wrong and why."""
-    parts = []
-    for item in error.errors(include_url=False):
-        where = ".".join(str(p) for p in item["loc"])
-        message = str(item["msg"]).removeprefix("Value error, ")
-        if item["type"] == "json_invalid":
-            message = f"the body is not valid JSON ({item.get('ctx', {}).get('error', 'parse error')})"
-        elif item["type"] == "model_type" or item["type"] == "model_attributes_type":
-            message = "the body must be a JSON object"
-        parts.append(f"{where}: {message}" if where else message)
-    return "; ".join(parts)
-
-
-class Items(Record, Generic[M]):
-    """A complete (unpaged) list."""
-
-    items: list[M]
-
-
-PAGED = ("limit", "cursor")
 EXPERIMENT = "/api/experiments/{experimentId}"
 VERSION = EXPERIMENT + "/models/{version}"
+OCTETS = "application/octet-stream"
 
 ROUTES: tuple[Route, ...] = (
-    Route("GET", "/api/health", Api.health, "Liveness; needs no credentials", answer=Health),
-    Route("GET", "/api/openapi.json", Api.openapi, "This document", answer=None),
+    Route("GET", "/api/health", Api.health, "Liveness; needs no credentials", answer=Health, public=True),
+    Route("GET", "/api/openapi.json", Api.openapi, "This document", public=True),
     Route(
         "GET", "/api/runs/{runId}/artifacts", Api.run_artifacts, "Current artifacts of a run", answer=Items[RunArtifact]
     ),
@@ -427,7 +546,15 @@ ROUTES: tuple[Route, ...] = (
         Api.run_audit,
         "Audit trail of a run's uploads",
         answer=Page[AuditEntry],
-        query=PAGED,
+        params=PAGED,
+    ),
+    Route(
+        "GET",
+        "/api/runs/{runId}/events",
+        Api.run_events,
+        "Events of a run's uploads (CloudEvents), oldest first",
+        answer=Page[CloudEvent],
+        params=(AFTER, LIMIT),
     ),
     Route("GET", "/api/artifacts/{runArtifactId}", Api.artifact, "One run artifact", answer=RunArtifact),
     Route(
@@ -436,7 +563,7 @@ ROUTES: tuple[Route, ...] = (
         Api.rejections,
         "Uploads that could not be recorded",
         answer=Page[Rejection],
-        query=PAGED,
+        params=PAGED,
     ),
     Route(
         "POST",
@@ -446,15 +573,16 @@ ROUTES: tuple[Route, ...] = (
         RegisterBody,
         RegisteredModel,
         201,
+        params=(IDEMPOTENCY_KEY,),
     ),
     Route(
-        "GET", EXPERIMENT + "/models", Api.models, "Versions, newest first", answer=Page[RegisteredModel], query=PAGED
+        "GET", EXPERIMENT + "/models", Api.models, "Versions, newest first", answer=Page[RegisteredModel], params=PAGED
     ),
     Route("GET", EXPERIMENT + "/models/latest", Api.latest_model, "The newest version", answer=RegisteredModel),
     Route("GET", VERSION, Api.model, "One version", answer=RegisteredModel),
-    Route("GET", VERSION + "/download", Api.download, "The pinned bytes of a version", answer=None),
+    Route("GET", VERSION + "/download", Api.download, "The pinned bytes of a version", media=OCTETS, redirects=True),
     Route("PUT", VERSION + "/tags/{key}", Api.put_tag, "Set a tag", TagBody, RegisteredModel),
-    Route("DELETE", VERSION + "/tags/{key}", Api.delete_tag, "Remove a tag", answer=RegisteredModel, query=("by",)),
+    Route("DELETE", VERSION + "/tags/{key}", Api.delete_tag, "Remove a tag", answer=RegisteredModel, params=(BY,)),
     Route("POST", EXPERIMENT + "/deployments", Api.deploy, "Deploy a version to a target", DeployBody, Deployment, 201),
     Route(
         "GET", EXPERIMENT + "/deployments", Api.deployments, "Current deployment per target", answer=Items[Deployment]
@@ -465,7 +593,7 @@ ROUTES: tuple[Route, ...] = (
         Api.deployment_history,
         "Current deployment of a target and its history",
         answer=DeploymentHistory,
-        query=PAGED,
+        params=PAGED,
     ),
     Route(
         "POST",
@@ -482,6 +610,16 @@ ROUTES: tuple[Route, ...] = (
         Api.experiment_audit,
         "Audit trail of an experiment",
         answer=Page[AuditEntry],
-        query=PAGED,
+        params=PAGED,
+    ),
+    Route(
+        "GET",
+        EXPERIMENT + "/events",
+        Api.experiment_events,
+        "Events of an experiment (CloudEvents), oldest first; replay from any sequence",
+        answer=Page[CloudEvent],
+        params=(AFTER, LIMIT),
     ),
 )
+
+PUBLIC_PATHS = frozenset(route.template for route in ROUTES if route.public)

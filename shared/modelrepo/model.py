@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import unicodedata
 from dataclasses import dataclass
 from datetime import datetime
@@ -12,17 +11,18 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchem
 from pydantic.alias_generators import to_camel
 
 from modelrepo.errors import InvalidInput
-
-ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-TARGET_PATTERN = re.compile(r"[a-z][a-z0-9-]{0,31}")
-# `<runId>~<26 base32 characters>`: locates the artifact's row without another lookup.
-RUN_ARTIFACT_ID_PATTERN = re.compile(ID_PATTERN.pattern + r"~[a-z2-7]{26}")
-TAG_KEY_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
-MAX_NAME_BYTES = 1024
-MAX_ACTOR_CHARS = 128
-MAX_DESCRIPTION_CHARS = 4096
-MAX_TAG_VALUE_CHARS = 512
-MAX_TAGS = 50
+from modelrepo.limits import (
+    ID_PATTERN,
+    MAX_ACTOR_CHARS,
+    MAX_DESCRIPTION_CHARS,
+    MAX_NAME_BYTES,
+    MAX_NUMBER,
+    MAX_RUN_ARTIFACT_ID_CHARS,
+    MAX_TAG_VALUE_CHARS,
+    RUN_ARTIFACT_ID_PATTERN,
+    TAG_KEY_PATTERN,
+    TARGET_PATTERN,
+)
 
 # Characters that reorder displayed text; a name containing them can look like a different name.
 BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
@@ -162,7 +162,9 @@ def _string(**schema: Any) -> WithJsonSchema:
 
 ExperimentId = Annotated[str, AfterValidator(check_experiment_id), _string(pattern=f"^{ID_PATTERN.pattern}$")]
 RunId = Annotated[str, AfterValidator(check_run_id), _string(pattern=f"^{ID_PATTERN.pattern}$")]
-RunArtifactId = Annotated[str, _string(pattern=f"^{RUN_ARTIFACT_ID_PATTERN.pattern}$", maxLength=300)]
+RunArtifactId = Annotated[
+    str, _string(pattern=f"^{RUN_ARTIFACT_ID_PATTERN.pattern}$", maxLength=MAX_RUN_ARTIFACT_ID_CHARS)
+]
 Target = Annotated[str, AfterValidator(check_target), _string(pattern=f"^{TARGET_PATTERN.pattern}$")]
 Actor = Annotated[
     str,
@@ -179,7 +181,7 @@ TagValue = Annotated[
     AfterValidator(check_tag_value),
     _string(maxLength=MAX_TAG_VALUE_CHARS, pattern=_text_pattern(one_line=False, required=False)),
 ]
-Version = Annotated[int, Field(ge=1, le=9_999_999_999)]
+Version = Annotated[int, Field(ge=1, le=MAX_NUMBER)]
 
 
 class Record(BaseModel):
@@ -245,6 +247,7 @@ class AuditEntry(Record):
     action: str
     subject: str
     details: dict[str, Any] = Field(default_factory=dict)
+    sequence: int | None = None  # the change's event in the partition's event sequence
 
 
 T = TypeVar("T")

@@ -1,18 +1,19 @@
-"""The OpenAPI 3.1 document of the HTTP API, generated from the routes and schemas `api.py` uses."""
+"""The OpenAPI 3.1 document of the HTTP API, generated from the routes and schemas `api.py` uses.
+
+Everything comes from the route table (`Route`: parameters, headers, media, public or not) and
+the error table (`ERRORS`): nothing here knows a route by its path.
+"""
 
 from __future__ import annotations
 
 import functools
-import re
 from typing import Any, Literal
 
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from modelrepo import __version__
-from modelrepo.api import ROUTES, Route
-from modelrepo.model import ID_PATTERN, MAX_ACTOR_CHARS, RUN_ARTIFACT_ID_PATTERN, TAG_KEY_PATTERN, TARGET_PATTERN
-from modelrepo.service import MAX_PAGE
+from modelrepo.api import ERRORS, ROUTES, UNAUTHORIZED, Param, Route
 
 PROBLEM_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -25,35 +26,12 @@ PROBLEM_SCHEMA: dict[str, Any] = {
     },
 }
 
-PATH_PARAMETERS: dict[str, dict[str, Any]] = {
-    "experimentId": {"type": "string", "pattern": f"^{ID_PATTERN.pattern}$"},
-    "runId": {"type": "string", "pattern": f"^{ID_PATTERN.pattern}$"},
-    "runArtifactId": {"type": "string", "pattern": f"^{RUN_ARTIFACT_ID_PATTERN.pattern}$"},
-    "version": {"type": "string", "pattern": "^[1-9][0-9]{0,9}$"},
-    "target": {"type": "string", "pattern": f"^{TARGET_PATTERN.pattern}$"},
-    "key": {"type": "string", "pattern": f"^{TAG_KEY_PATTERN.pattern}$"},
-}
 
-QUERY_PARAMETERS: dict[str, dict[str, Any]] = {
-    "limit": {"schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE}, "required": False},
-    "cursor": {
-        "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]*$"},
-        "required": False,
-        "description": "nextCursor of the previous page",
-    },
-    "by": {"schema": {"type": "string", "minLength": 1, "maxLength": MAX_ACTOR_CHARS}, "required": True},
-}
-
-ERRORS = {
-    400: "Bad input: the detail names the field or value",
-    401: "Missing or wrong credentials",
-    404: "No such thing (or route)",
-    409: "Conflicts with the current state",
-    413: "Body too large",
-    415: "Body is not application/json",
-    422: "Refers to things that cannot be combined",
-    503: "Busy beyond the retry deadline; see Retry-After",
-}
+def _descriptions() -> dict[int, str]:
+    described = {UNAUTHORIZED[0]: UNAUTHORIZED[1]}
+    for entry in ERRORS:
+        described.setdefault(entry.status, entry.description)
+    return described
 
 
 Refs = dict[tuple[Any, JsonSchemaMode], Any]
@@ -70,42 +48,36 @@ def _schemas() -> tuple[Refs, dict[str, Any]]:
     return dict(refs), dict(document.get("$defs", {}))
 
 
-def _operation(route: Route, refs: Refs) -> dict[str, Any]:
-    parameters: list[dict[str, Any]] = [
-        {"name": name, "in": "path", "required": True, "schema": PATH_PARAMETERS[name]}
-        for name in re.findall(r"\{(\w+)\}", route.template)
-    ]
-    parameters += [{"name": name, "in": "query", **QUERY_PARAMETERS[name]} for name in route.query]
+def _parameter(param: Param) -> dict[str, Any]:
+    described: dict[str, Any] = {
+        "name": param.name,
+        "in": param.where,
+        "required": param.required,
+        "schema": dict(param.schema),
+    }
+    if param.description:
+        described["description"] = param.description
+    return described
+
+
+def _operation(route: Route, refs: Refs, descriptions: dict[int, str]) -> dict[str, Any]:
     responses: dict[str, Any] = {}
     if route.answer is not None:
-        responses[str(route.status)] = {
-            "description": route.summary,
-            "content": {"application/json": {"schema": refs[(route.answer, "serialization")]}},
-        }
-    elif route.template.endswith("/download"):
-        responses["200"] = {
-            "description": "The bytes, streamed",
-            "content": {
-                "application/octet-stream": {
-                    "schema": {"type": "string", "contentMediaType": "application/octet-stream"}
-                }
-            },
-        }
-        responses["307"] = {"description": "Redirect to a time-limited download link (cloud hosts)"}
+        schema = refs[(route.answer, "serialization")]
+    elif route.media == "application/json":
+        schema = {"type": "object"}
     else:
-        responses["200"] = {
-            "description": route.summary,
-            "content": {"application/json": {"schema": {"type": "object"}}},
-        }
+        schema = {"type": "string", "contentMediaType": route.media}
+    responses[str(route.status)] = {"description": route.summary, "content": {route.media: {"schema": schema}}}
+    if route.redirects:
+        responses["307"] = {"description": "Redirect to a time-limited download link (cloud hosts)"}
     problem = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
-    for status, description in ERRORS.items():
-        if status in (409, 413, 415, 422) and route.body is None and route.method != "DELETE":
-            continue
-        responses[str(status)] = {"description": description, "content": problem}
+    for status in route.statuses:
+        responses[str(status)] = {"description": descriptions[status], "content": problem}
     operation: dict[str, Any] = {
         "operationId": route.handler.__name__,
         "summary": route.summary,
-        "parameters": parameters,
+        "parameters": [_parameter(p) for p in (*route.path_params, *route.params)],
         "responses": responses,
     }
     if route.body is not None:
@@ -113,16 +85,7 @@ def _operation(route: Route, refs: Refs) -> dict[str, Any]:
             "required": True,
             "content": {"application/json": {"schema": refs[(route.body, "validation")]}},
         }
-    if route.template == "/api/register":
-        operation["parameters"].append(
-            {
-                "name": "Idempotency-Key",
-                "in": "header",
-                "required": False,
-                "schema": {"type": "string", "minLength": 1, "maxLength": 255},
-            }
-        )
-    if route.template in ("/api/health", "/api/openapi.json"):
+    if route.public:
         operation["security"] = []
     return operation
 
@@ -130,10 +93,11 @@ def _operation(route: Route, refs: Refs) -> dict[str, Any]:
 @functools.cache
 def openapi_document() -> dict[str, Any]:
     refs, definitions = _schemas()
+    descriptions = _descriptions()
     paths: dict[str, dict[str, Any]] = {}
     for route in ROUTES:
-        method: Literal["get", "post", "put", "delete"] = route.method.lower()  # type: ignore[assignment]
-        paths.setdefault(route.template, {})[method] = _operation(route, refs)
+        method: Literal["get", "post", "put", "delete", "patch"] = route.method.lower()  # type: ignore[assignment]
+        paths.setdefault(route.template, {})[method] = _operation(route, refs, descriptions)
     return {
         "openapi": "3.1.0",
         "info": {
@@ -142,7 +106,8 @@ def openapi_document() -> dict[str, Any]:
             "description": (
                 "A versioned model repository. Every host serves this API; how it authenticates depends on "
                 "the host: local `modelrepo serve` wants `Authorization: Bearer <MODELREPO_API_KEY>` when a key "
-                "is set, Azure Functions a function key, AWS API Gateway IAM (SigV4)."
+                "is set, Azure Functions a function key, AWS API Gateway IAM (SigV4). Every change is also a "
+                "CloudEvent (schema `CloudEvent`), replayable from `/api/experiments/{experimentId}/events`."
             ),
         },
         "paths": paths,

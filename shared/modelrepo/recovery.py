@@ -13,11 +13,12 @@ from collections.abc import Callable
 from datetime import datetime
 
 from modelrepo import tables
+from modelrepo.commands.uploads import Outcome
 from modelrepo.errors import ModelRepoError
 from modelrepo.events import ObjectCreated
 from modelrepo.model import Record
 from modelrepo.ports import DeadLetter, DeadLetterQueue, Put
-from modelrepo.service import ModelRepository, Outcome
+from modelrepo.service import ModelRepository
 
 log = logging.getLogger(__name__)
 

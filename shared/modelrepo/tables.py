@@ -3,40 +3,40 @@
 Keys use only `[A-Za-z0-9._~-]`, valid on DynamoDB, Azure Table and SQLite alike. Rows that are
 listed newest first carry an inverted number so that every backend can list them ascending.
 
-Partition `exp~<experimentId>`: the version counter, the versions, idempotency keys, deployments
-and their history, and the experiment's audit trail. One partition, so a registration (counter +
-version + audit) is one atomic write on every backend.
+Partition `exp~<experimentId>`: the counter (latest version and event sequence), the versions,
+idempotency keys, deployments and their history, and the experiment's events (its outbox and its
+audit trail in one). One partition, so a registration (counter + version + event) is one atomic
+write on every backend.
 Partition `run~<runId>`: the run's artifacts (one row per object version), the current version of
-each key, and their audit trail. Partition `rejections`: uploads that are not artifacts. Partition
-`runs`: one row per run ever recorded, so a sweep finds every run's records. Partition `sweeps`:
-where a resumable sweep stands.
+each key, a counter of the run's events, and the events. Partition `rejections`: uploads that are
+not artifacts. Partitions `runs` and `experiments`: one row per run or experiment ever written, so
+sweeps and dispatchers find every partition. Partition `sweeps`: where a resumable sweep stands.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import os
-import time
 
 from modelrepo.errors import InvalidInput
-from modelrepo.model import RUN_ARTIFACT_ID_PATTERN
+from modelrepo.limits import MAX_NUMBER, RUN_ARTIFACT_ID_PATTERN
 from modelrepo.ports import Put
-
-MAX_NUMBER = 9_999_999_999
 
 COUNTER_ROW = "counter"
 VERSION_PREFIX = "ver~"
 IDEMPOTENCY_PREFIX = "idem~"
 DEPLOYMENT_PREFIX = "dep~"
 HISTORY_PREFIX = "hist~"
-AUDIT_PREFIX = "log~"
+EVENT_PREFIX = "evt~"
+DISPATCH_PREFIX = "dsp~"
 ARTIFACT_PREFIX = "art~"
 CURRENT_PREFIX = "cur~"
 REJECTION_PREFIX = "rej~"
 REJECTIONS_PARTITION = "rejections"
 RUNS_PARTITION = "runs"
 RUN_PREFIX = "run~"
+EXPERIMENTS_PARTITION = "experiments"
+EXPERIMENT_PREFIX = "exp~"
 SWEEPS_PARTITION = "sweeps"
 
 
@@ -63,6 +63,21 @@ def run_index_put(run_id: str) -> Put:
     return Put(RUNS_PARTITION, RUN_PREFIX + run_id, {"runId": run_id})
 
 
+def experiment_index_put(experiment_id: str) -> Put:
+    """Idempotent: written before an experiment's first change, so every experiment is listed."""
+    return Put(EXPERIMENTS_PARTITION, EXPERIMENT_PREFIX + experiment_id, {"experimentId": experiment_id})
+
+
+def index_put(partition: str) -> Put | None:
+    """The index row that lists a partition of changes (an experiment or a run), if it has one."""
+    kind, _, name = partition.partition("~")
+    if kind == "exp":
+        return experiment_index_put(name)
+    if kind == "run":
+        return run_index_put(name)
+    return None
+
+
 def version_row(version: int) -> str:
     return VERSION_PREFIX + _inverted(version)
 
@@ -83,9 +98,14 @@ def history_row(target: str, sequence: int) -> str:
     return history_prefix(target) + _inverted(sequence)
 
 
-def audit_row() -> str:
-    """Time-ordered and unique without coordination: nanoseconds plus randomness."""
-    return f"{AUDIT_PREFIX}{time.time_ns():020d}~{os.urandom(5).hex()}"
+def event_row(sequence: int) -> str:
+    """Events are listed oldest first, so their rows count up."""
+    return f"{EVENT_PREFIX}{sequence:010d}"
+
+
+def dispatch_row(subscriber: str) -> str:
+    """Where a dispatcher stands in one partition's events."""
+    return DISPATCH_PREFIX + subscriber
 
 
 def current_row(experiment_id: str, name: str) -> str:

@@ -67,7 +67,7 @@ def test_a_registration_whose_answer_is_lost_is_recognised_as_ours(proxy: Faulty
     assert model.version == 1
     partition = tables.experiment_partition("exp1")
     assert [i.data["model"]["version"] for i in store.query(partition, tables.VERSION_PREFIX)] == [1]
-    assert store.get(partition, tables.COUNTER_ROW).data == {"latest": 1}  # type: ignore[union-attr]
+    assert store.get(partition, tables.COUNTER_ROW).data == {"latest": 1, "sequence": 1}  # type: ignore[union-attr]
     assert repository.register_model("exp1", recorded.artifact.run_artifact_id, "bob").version == 2
 
 

@@ -56,9 +56,9 @@ def test_a_burst_of_uploads_is_recorded_once_each(stack: Stack, trigger: EventSo
             row, doc = item["rk"]["S"], json.loads(item["doc"]["S"])
             if row.startswith(tables.CURRENT_PREFIX):
                 current.append(doc["artifact"]["key"])
-            elif row.startswith(tables.AUDIT_PREFIX):
-                assert doc["entry"]["action"] == "artifact.recorded"
-                audited.append(doc["entry"]["details"]["key"])
+            elif row.startswith(tables.EVENT_PREFIX):
+                assert doc["action"] == "artifact.recorded"
+                audited.append(doc["details"]["key"])
     assert sorted(current) == sorted(keys), "every upload recorded"
     assert sorted(audited) == sorted(keys), "each upload recorded once"
     [sample] = repository.list_run_artifacts("run-07")[:1]

@@ -72,7 +72,7 @@ def valid_request(route: Any, registered: dict[str, str]) -> tuple[str, dict[str
         RollbackBody: {"deployedBy": "x"},
         TagBody: {"value": "yes", "by": "x"},
     }
-    params = {"by": "x"} if "by" in route.query else {}
+    params = {"by": "x"} if any(p.name == "by" for p in route.params) else {}
     return path, bodies.get(route.body) if route.body else None, params
 
 

@@ -20,7 +20,8 @@ from functions_azure.bootstrap import runtime
 from modelrepo import tables
 from modelrepo.adapters.azure import object_created_from_event_grid
 from modelrepo.errors import InvalidInput
-from modelrepo.model import MAX_NAME_BYTES, ArtifactKey
+from modelrepo.limits import MAX_NAME_BYTES
+from modelrepo.model import ArtifactKey
 from tests.azure.conftest import AzureApp
 from tests.azure.host import blob_created, event_grid_json
 

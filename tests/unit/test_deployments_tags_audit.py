@@ -7,10 +7,11 @@ import threading
 
 import pytest
 
+from modelrepo.adapters.memory import MemoryArtifactStore
 from modelrepo.errors import InvalidInput, NotFound, Unprocessable
-from modelrepo.model import MAX_TAGS
+from modelrepo.limits import MAX_TAGS
 from modelrepo.service import ModelRepository
-from tests.unit.conftest import record
+from tests.unit.conftest import FAST_RETRY, FaultyMetadataStore, commit_then_lose_answer, record
 
 
 @pytest.fixture
@@ -158,3 +159,56 @@ def test_every_change_is_audited_with_actor_and_time(three_versions: ModelReposi
     assert [e.at for e in trail] == sorted(e.at for e in trail)
     run_trail = repo.run_audit("run1").items
     assert [(e.action, e.actor) for e in run_trail] == [("artifact.recorded", "test-upload")]
+
+
+# --- a change whose commit succeeded but whose answer was lost is applied once -------------------
+
+
+@pytest.fixture
+def lossy(artifacts: MemoryArtifactStore) -> tuple[ModelRepository, FaultyMetadataStore]:
+    """Three versions on a store whose faults the test chooses (none until it sets one)."""
+    store = FaultyMetadataStore()
+    repo = ModelRepository(artifacts, store, retry=FAST_RETRY)
+    artifact = record(repo, "exp1/run1/model.bin", b"weights").artifact
+    assert artifact is not None
+    for _ in range(3):
+        repo.register_model("exp1", artifact.run_artifact_id, "alice")
+    return repo, store
+
+
+def actions(repo: ModelRepository) -> list[str]:
+    return [entry.action for entry in repo.experiment_audit("exp1", limit=100).items]
+
+
+def test_a_tag_whose_answer_was_lost_is_set_once(lossy: tuple[ModelRepository, FaultyMetadataStore]) -> None:
+    repo, store = lossy
+    store.fault = commit_then_lose_answer(times=1)
+    tagged = repo.set_tag("exp1", 2, "stage", "candidate", "alice")
+    assert tagged.tags == {"stage": "candidate"}
+    assert repo.get_model("exp1", 2).tags == {"stage": "candidate"}
+    assert actions(repo).count("model.tagged") == 1, "the retry recognised its own committed write"
+
+
+def test_an_untag_whose_answer_was_lost_is_not_retried_into_a_404(
+    lossy: tuple[ModelRepository, FaultyMetadataStore],
+) -> None:
+    repo, store = lossy
+    repo.set_tag("exp1", 2, "stage", "candidate", "alice")
+    store.fault = commit_then_lose_answer(times=2)
+    untagged = repo.delete_tag("exp1", 2, "stage", "bob")
+    assert untagged.tags == {}
+    assert actions(repo).count("model.untagged") == 1
+
+
+def test_a_deploy_and_a_rollback_whose_answers_were_lost_happen_once(
+    lossy: tuple[ModelRepository, FaultyMetadataStore],
+) -> None:
+    repo, store = lossy
+    repo.deploy("exp1", 1, "production", "carol")
+    store.fault = commit_then_lose_answer(times=1)
+    assert repo.deploy("exp1", 2, "production", "carol").version == 2
+    store.fault = commit_then_lose_answer(times=1)
+    assert repo.rollback("exp1", "production", "dave").version == 1
+    history = repo.deployment_history("exp1", "production").history
+    assert [d.version for d in history] == [1, 2, 1]
+    assert actions(repo).count("model.deployed") == 3

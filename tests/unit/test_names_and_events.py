@@ -111,7 +111,7 @@ def test_cursors_round_trip_and_refuse_foreign_listings() -> None:
     row = tables.version_row(7)
     assert tables.decode_cursor(tables.encode_cursor(row), tables.VERSION_PREFIX) == row
     with pytest.raises(InvalidInput, match="different listing"):
-        tables.decode_cursor(tables.encode_cursor(row), tables.AUDIT_PREFIX)
+        tables.decode_cursor(tables.encode_cursor(row), tables.EVENT_PREFIX)
     with pytest.raises(InvalidInput, match="cursor is invalid"):
         tables.decode_cursor("!!!not-base64!!!", tables.VERSION_PREFIX)
 

@@ -35,7 +35,7 @@ from botocore.exceptions import (
 from botocore.exceptions import ConnectionError as BotoConnectionError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from modelrepo.api import DEFAULT_MAX_BODY_BYTES, describe_validation_error
+from modelrepo.api import describe_validation_error
 from modelrepo.backends import Backend
 from modelrepo.errors import (
     ConditionFailed,
@@ -47,6 +47,7 @@ from modelrepo.errors import (
     Throttled,
 )
 from modelrepo.events import ObjectCreated
+from modelrepo.limits import DEFAULT_MAX_BODY_BYTES, MAX_ACTOR_CHARS
 from modelrepo.ports import (
     ArtifactStore,
     DeadLetter,
@@ -509,8 +510,6 @@ def _unknown_write(write: object) -> NoReturn:
 
 
 # --- S3 event notifications ----------------------------------------------------------------------
-
-MAX_ACTOR_CHARS = 128
 
 
 class MalformedNotification(ValueError):

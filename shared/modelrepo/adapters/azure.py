@@ -51,7 +51,7 @@ from azure.storage.queue import ExponentialRetry as QueueExponentialRetry
 from azure.storage.queue import QueueClient, QueueMessage, QueueServiceClient
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
-from modelrepo.api import DEFAULT_MAX_BODY_BYTES, describe_validation_error
+from modelrepo.api import describe_validation_error
 from modelrepo.backends import Backend
 from modelrepo.errors import (
     ConditionFailed,
@@ -63,6 +63,7 @@ from modelrepo.errors import (
     Throttled,
 )
 from modelrepo.events import ObjectCreated
+from modelrepo.limits import DEFAULT_MAX_BODY_BYTES
 from modelrepo.ports import (
     ArtifactStore,
     DeadLetter,

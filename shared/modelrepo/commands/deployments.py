@@ -1,0 +1,115 @@
+"""Deployments: a target is a movable, audited pointer to a version, with its history."""
+
+from __future__ import annotations
+
+from modelrepo import outbox, tables
+from modelrepo.errors import NotFound, Unprocessable
+from modelrepo.limits import check_version
+from modelrepo.model import Deployment, Record, check_actor, check_experiment_id, check_target
+from modelrepo.unit_of_work import Context, UnitOfWork, execute, page, query_all
+
+
+class DeploymentHistory(Record):
+    current: Deployment | None
+    history: list[Deployment]
+    next_cursor: str | None = None
+
+
+def target_subject(experiment_id: str, target: str) -> str:
+    return f"experiments/{experiment_id}/targets/{target}"
+
+
+def deploy(ctx: Context, experiment_id: str, version: int, target: str, deployed_by: str) -> Deployment:
+    """Make `version` the current deployment of `target`, keeping the previous one in history."""
+    check_experiment_id(experiment_id)
+    check_version(version)
+    check_target(target)
+    check_actor(deployed_by)
+
+    def command(uow: UnitOfWork) -> Deployment:
+        if uow.get(tables.version_row(version)) is None:
+            raise NotFound(f"experiment {experiment_id!r} has no version {version}")
+        return _move(uow, experiment_id, target, version, deployed_by, rollback=False)
+
+    partition = tables.experiment_partition(experiment_id)
+    return execute(ctx, partition, f"deploying to {target!r} of {experiment_id!r}", command)
+
+
+def rollback(ctx: Context, experiment_id: str, target: str, deployed_by: str) -> Deployment:
+    """Deploy again the version that was current before the current deployment of `target`."""
+    check_experiment_id(experiment_id)
+    check_target(target)
+    check_actor(deployed_by)
+
+    def command(uow: UnitOfWork) -> Deployment:
+        current = _current(uow, experiment_id, target)
+        if current.previous_version is None:
+            raise Unprocessable(f"target {target!r} of {experiment_id!r} has no earlier deployment to roll back to")
+        return _move(uow, experiment_id, target, current.previous_version, deployed_by, rollback=True)
+
+    partition = tables.experiment_partition(experiment_id)
+    return execute(ctx, partition, f"rolling back {target!r} of {experiment_id!r}", command)
+
+
+def _current(uow: UnitOfWork, experiment_id: str, target: str) -> Deployment:
+    item = uow.get(tables.deployment_row(target))
+    if item is None:
+        raise NotFound(f"nothing of experiment {experiment_id!r} is deployed to {target!r}")
+    return Deployment.model_validate(item.data["deployment"])
+
+
+def _move(
+    uow: UnitOfWork, experiment_id: str, target: str, version: int, deployed_by: str, *, rollback: bool
+) -> Deployment:
+    row = tables.deployment_row(target)
+    current = uow.get(row)
+    sequence = (current.data["sequence"] if current else 0) + 1
+    deployment = Deployment(
+        experiment_id=experiment_id,
+        target=target,
+        version=version,
+        deployed_by=deployed_by,
+        deployed_at=uow.now,
+        previous_version=current.data["deployment"]["version"] if current else None,
+    )
+    document = {"deployment": deployment.to_json()}
+    uow.save(row, {**document, "sequence": sequence})
+    uow.create(tables.history_row(target, sequence), document)
+    details: dict[str, object] = {"version": version}
+    if rollback:
+        details["rollback"] = True
+    uow.emit(
+        outbox.DEPLOYMENT_CREATED,
+        target_subject(experiment_id, target),
+        deployment.to_json(),
+        actor=deployed_by,
+        action="model.deployed",
+        about=f"target {target}",
+        details=details,
+    )
+    return deployment
+
+
+def list_deployments(ctx: Context, experiment_id: str) -> list[Deployment]:
+    """The current deployment of every target."""
+    check_experiment_id(experiment_id)
+    items = query_all(ctx.metadata, tables.experiment_partition(experiment_id), tables.DEPLOYMENT_PREFIX)
+    return [Deployment.model_validate(i.data["deployment"]) for i in items]
+
+
+def deployment_history(
+    ctx: Context, experiment_id: str, target: str, *, limit: int, cursor: str | None = None
+) -> DeploymentHistory:
+    """The current deployment of a target and its deployments newest first."""
+    check_experiment_id(experiment_id)
+    check_target(target)
+    partition = tables.experiment_partition(experiment_id)
+    items, next_cursor = page(ctx.metadata, partition, tables.history_prefix(target), limit, cursor)
+    current = ctx.metadata.get(partition, tables.deployment_row(target))
+    if current is None and not items:
+        raise NotFound(f"nothing of experiment {experiment_id!r} was ever deployed to {target!r}")
+    return DeploymentHistory(
+        current=Deployment.model_validate(current.data["deployment"]) if current else None,
+        history=[Deployment.model_validate(i.data["deployment"]) for i in items],
+        next_cursor=next_cursor,
+    )

@@ -1,0 +1,72 @@
+"""The outbox: every change is a CloudEvent, written in the same atomic write as the change.
+
+An event row (`evt~<sequence>`) holds the CloudEvent (structured JSON mode, CloudEvents 1.0) and the
+audit entry of the change, so the audit trail and the events can never disagree. Its `sequence`
+extension counts the events of one partition (an experiment, or a run for artifact events) 1, 2,
+3, ... without gaps: the counter row that holds it is part of every change's transaction. A
+consumer dedupes by `id` (the same on every redelivery) and detects gaps and order by `sequence`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from modelrepo.model import AuditEntry
+
+TYPE_PREFIX = "io.modelrepo."
+ARTIFACT_RECORDED = TYPE_PREFIX + "artifact.recorded"
+ARTIFACT_VANISHED = TYPE_PREFIX + "artifact.vanished"
+VERSION_REGISTERED = TYPE_PREFIX + "version.registered"
+VERSION_TAGGED = TYPE_PREFIX + "version.tagged"
+VERSION_UNTAGGED = TYPE_PREFIX + "version.untagged"
+DEPLOYMENT_CREATED = TYPE_PREFIX + "deployment.created"
+
+EVENT_TYPES: tuple[str, ...] = (
+    ARTIFACT_RECORDED,
+    ARTIFACT_VANISHED,
+    VERSION_REGISTERED,
+    VERSION_TAGGED,
+    VERSION_UNTAGGED,
+    DEPLOYMENT_CREATED,
+)
+
+
+class CloudEvent(BaseModel):
+    """A CloudEvents 1.0 event in structured JSON mode, with the extensions `sequence` and `actor`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    specversion: Literal["1.0"] = "1.0"
+    id: str
+    source: str
+    type: str
+    subject: str
+    time: datetime
+    datacontenttype: Literal["application/json"] = "application/json"
+    data: dict[str, Any]
+    sequence: int
+    actor: str
+
+    def to_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def event_of(row: dict[str, Any] | Any) -> CloudEvent:
+    """The CloudEvent kept in an event row's document."""
+    return CloudEvent.model_validate(row["event"])
+
+
+def audit_entry_of(row: dict[str, Any] | Any) -> AuditEntry:
+    """The audit entry kept in an event row's document: who did what, when, to what."""
+    event = row["event"]
+    return AuditEntry(
+        at=event["time"],
+        actor=event["actor"],
+        action=row["action"],
+        subject=row["subject"],
+        details=row.get("details", {}),
+        sequence=event["sequence"],
+    )

@@ -1,0 +1,296 @@
+"""The unit of work: one command's reads and writes in one partition, committed as one atomic write.
+
+Every command of the core is a small function over a `UnitOfWork`. The unit of work reads rows with
+their ETags, collects the writes the command decides on, guards each replaced row by the ETag it was
+read with, and appends the change's event row (its CloudEvent and audit entry, `modelrepo.outbox`)
+with the partition's next event sequence. `execute` owns the one retry loop: a lost race re-reads
+and tries again with jittered backoff until the deadline; a commit whose answer was lost is
+recognised by the request token in its event row, so the command is not applied twice.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Generic, TypeVar
+
+from modelrepo import tables
+from modelrepo.errors import ConditionFailed, OutcomeUnknown, Throttled
+from modelrepo.limits import check_limit
+from modelrepo.outbox import CloudEvent
+from modelrepo.ports import ArtifactStore, Delete, Item, MetadataStore, Put, Write
+from modelrepo.retry import RetryPolicy
+
+K = TypeVar("K")
+V = TypeVar("V")
+R = TypeVar("R")
+
+DEFAULT_SOURCE = "urn:modelrepo:unnamed"
+REMEMBERED = 4096
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Remembered(Generic[K, V]):
+    """A bounded, thread-safe memory of facts that never change once true (least recent dropped)."""
+
+    def __init__(self, capacity: int = REMEMBERED) -> None:
+        self._capacity = capacity
+        self._entries: OrderedDict[K, V] = OrderedDict()
+        self._guard = threading.Lock()
+
+    def get(self, key: K) -> V | None:
+        with self._guard:
+            value = self._entries.get(key)
+            if value is not None:
+                self._entries.move_to_end(key)
+            return value
+
+    def put(self, key: K, value: V) -> None:
+        with self._guard:
+            self._entries[key] = value
+            self._entries.move_to_end(key)
+            while len(self._entries) > self._capacity:
+                self._entries.popitem(last=False)
+
+
+@dataclass
+class Context:
+    """What every command works with: the two stores, the retry policy, the clock, this repository's
+    identity as an event source, and the process's memories of facts that never change."""
+
+    artifacts: ArtifactStore
+    metadata: MetadataStore
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    now: Callable[[], datetime] = utc_now
+    source: str = DEFAULT_SOURCE
+    # Called with a partition after each commit that appended events to it (dispatchers listen).
+    committed: list[Callable[[str], None]] = field(default_factory=list)
+    memory: dict[str, Remembered[Any, Any]] = field(default_factory=dict)
+
+    def remembered(self, name: str) -> Remembered[Any, Any]:
+        memory = self.memory.get(name)
+        if memory is None:
+            memory = self.memory.setdefault(name, Remembered())
+        return memory
+
+
+class UnitOfWork:
+    """One attempt of one command on one partition."""
+
+    def __init__(self, ctx: Context, partition: str, attempt: int = 0) -> None:
+        self.ctx = ctx
+        self.partition = partition
+        self.attempt = attempt
+        self.now = ctx.now()  # every record of one change carries the same time
+        self.token = uuid.uuid4().hex
+        self._read: dict[str, Item | None] = {}
+        self._writes: dict[str, Write] = {}
+        self._counter: dict[str, Any] | None = None
+        self.events: list[CloudEvent] = []
+
+    # --- reads -----------------------------------------------------------------------------------
+
+    def get(self, row: str) -> Item | None:
+        """A strongly consistent read, remembered for this attempt (its ETag guards the write)."""
+        if row not in self._read:
+            self._read[row] = self.ctx.metadata.get(self.partition, row)
+        return self._read[row]
+
+    def query(self, prefix: str, *, after: str | None = None, limit: int = 100) -> list[Item]:
+        return self.ctx.metadata.query(self.partition, prefix, after=after, limit=limit)
+
+    @property
+    def counter(self) -> Mapping[str, Any]:
+        """The partition's counter row as this attempt will write it: latest version, event sequence."""
+        if self._counter is not None:
+            return self._counter
+        item = self.get(tables.COUNTER_ROW)
+        return item.data if item is not None else {}
+
+    # --- writes ----------------------------------------------------------------------------------
+
+    def create(self, row: str, data: Mapping[str, Any]) -> None:
+        """Write a row that must not exist yet."""
+        self._stage(Put(self.partition, row, data, if_absent=True))
+
+    def save(self, row: str, data: Mapping[str, Any]) -> None:
+        """Replace a row read in this attempt only if nobody changed it since; create it only if it
+        was absent."""
+        if row not in self._read:
+            raise RuntimeError(f"save({row!r}) needs the row to be read first in the same unit of work")
+        current = self._read[row]
+        if current is None:
+            self._stage(Put(self.partition, row, data, if_absent=True))
+        else:
+            self._stage(Put(self.partition, row, data, if_match=current.etag))
+
+    def upsert(self, row: str, data: Mapping[str, Any]) -> None:
+        """Write a row whatever it holds (for rows only one writer owns)."""
+        self._stage(Put(self.partition, row, data))
+
+    def remove(self, row: str) -> None:
+        """Delete a row read in this attempt, only if nobody changed it since."""
+        current = self._read.get(row)
+        if current is None:
+            raise RuntimeError(f"remove({row!r}) needs the row to be read (and present) first")
+        self._stage(Delete(self.partition, row, if_match=current.etag))
+
+    def set_counter(self, **fields: Any) -> None:
+        self._counter = {**self.counter, **fields}
+
+    def emit(
+        self,
+        event_type: str,
+        subject: str,
+        data: Mapping[str, Any],
+        *,
+        actor: str,
+        action: str,
+        about: str,
+        details: Mapping[str, Any] | None = None,
+    ) -> CloudEvent:
+        """Append the change's event: the next sequence of the partition, in the same atomic write.
+
+        `action`, `about` and `details` are the audit entry's (what was done, to what, with what).
+        """
+        sequence = int(self.counter.get("sequence", 0)) + 1
+        self.set_counter(sequence=sequence)
+        event = CloudEvent(
+            id=uuid.uuid4().hex,
+            source=self.ctx.source,
+            type=event_type,
+            subject=subject,
+            time=self.now,
+            data=dict(data),
+            sequence=sequence,
+            actor=actor,
+        )
+        document = {
+            "event": event.to_json(),
+            "action": action,
+            "subject": about,
+            "details": dict(details or {}),
+            "token": self.token,
+        }
+        self.create(tables.event_row(sequence), document)
+        self.events.append(event)
+        return event
+
+    def _stage(self, write: Write) -> None:
+        if write.row in self._writes:
+            raise RuntimeError(f"row {write.row!r} is written twice in one unit of work")
+        self._writes[write.row] = write
+
+    # --- commit ----------------------------------------------------------------------------------
+
+    @property
+    def has_writes(self) -> bool:
+        return bool(self._writes) or self._counter is not None
+
+    @property
+    def marker(self) -> str | None:
+        """The row that proves this attempt committed (its first event row carries the token)."""
+        return tables.event_row(self.events[0].sequence) if self.events else None
+
+    def writes(self) -> list[Write]:
+        writes = list(self._writes.values())
+        if self._counter is not None:
+            self.get(tables.COUNTER_ROW)
+            writes.insert(0, self._guarded(tables.COUNTER_ROW, self._counter))
+        return writes
+
+    def _guarded(self, row: str, data: Mapping[str, Any]) -> Put:
+        current = self._read[row]
+        if current is None:
+            return Put(self.partition, row, data, if_absent=True)
+        return Put(self.partition, row, data, if_match=current.etag)
+
+    def commit(self) -> None:
+        writes = self.writes()
+        if self._read.get(tables.COUNTER_ROW, False) is None and (index := tables.index_put(self.partition)):
+            # The partition's first change: list it first, so sweeps and dispatchers find it even if
+            # the process dies right after the commit (the index row is idempotent).
+            self.ctx.metadata.transact([index])
+        self.ctx.metadata.transact(writes)
+
+
+def execute(ctx: Context, partition: str, doing: str, command: Callable[[UnitOfWork], R]) -> R:
+    """Run `command` in a unit of work until it commits, loses for good, or the deadline passes.
+
+    A lost race (a guarded row changed, a row appeared) or throttling re-reads and runs the command
+    again after jittered backoff. An unknown outcome (the answer was lost) is resolved before the
+    next attempt: if the attempt's event row holds its token, it committed and its result stands.
+    Commands without events must be idempotent when run again on what they read.
+    """
+    unresolved: list[tuple[str, str, R]] = []  # (event row, token, result) of attempts that may have committed
+    for attempt in ctx.retry.attempts(doing):
+        try:
+            for row, token, result in unresolved:
+                if _holds_token(ctx.metadata, partition, row, token):
+                    _notify(ctx, partition)
+                    return result
+        except Throttled:
+            continue  # cannot tell yet whether an earlier attempt committed: never apply it twice
+        uow = UnitOfWork(ctx, partition, attempt)
+        result = command(uow)
+        if not uow.has_writes:
+            return result
+        try:
+            uow.commit()
+        except OutcomeUnknown:
+            if uow.marker is not None:
+                unresolved.append((uow.marker, uow.token, result))
+            continue
+        except (ConditionFailed, Throttled):
+            continue
+        if uow.events:
+            _notify(ctx, partition)
+        return result
+    raise AssertionError("unreachable: the retry policy raises Busy")
+
+
+def _holds_token(metadata: MetadataStore, partition: str, row: str, token: str) -> bool:
+    item = metadata.get(partition, row)
+    return item is not None and item.data.get("token") == token
+
+
+def _notify(ctx: Context, partition: str) -> None:
+    for listener in ctx.committed:
+        listener(partition)
+
+
+# --- reading -------------------------------------------------------------------------------------
+
+
+def page(
+    metadata: MetadataStore, partition: str, prefix: str, limit: int, cursor: str | None
+) -> tuple[list[Item], str | None]:
+    """One page of a listing and the cursor of the next; one bounded query whatever the total."""
+    check_limit(limit)
+    after = tables.decode_cursor(cursor, prefix) if cursor else None
+    items = metadata.query(partition, prefix, after=after, limit=limit + 1)
+    if len(items) > limit:
+        return items[:limit], tables.encode_cursor(items[limit - 1].row)
+    return items, None
+
+
+def query_all(metadata: MetadataStore, partition: str, prefix: str, page_size: int = 1000) -> list[Item]:
+    found: list[Item] = []
+    after: str | None = None
+    while True:
+        items = metadata.query(partition, prefix, after=after, limit=page_size)
+        found.extend(items)
+        if len(items) < page_size:
+            return found
+        after = items[-1].row
+
+
+def rows_of(items: Sequence[Item], key: str) -> list[Any]:
+    return [item.data[key] for item in items]
