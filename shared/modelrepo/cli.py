@@ -16,6 +16,7 @@ import logging
 import os
 import signal
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
@@ -26,6 +27,7 @@ from urllib.parse import quote, unquote, urlencode
 
 from modelrepo.api import Api, BodyStream, Request, Response
 from modelrepo.backends import BACKENDS, open_backend
+from modelrepo.dispatch import ParkedDelivery, parked_deliveries, retry_now
 from modelrepo.errors import InvalidInput, ModelRepoError
 from modelrepo.events import ObjectCreated
 from modelrepo.model import ArtifactKey
@@ -177,8 +179,35 @@ def run_command(args: argparse.Namespace, transport: Transport, show: Printer) -
         show(_all_pages(transport, _path("experiments", args.experiment, "audit"), args.limit), "audit")
     elif command == "download":
         show(_download(transport, args.experiment, args.version, Path(args.dest), args.force), "download")
+    elif command == "events":
+        _events(transport, args, show)
     else:  # pragma: no cover - argparse only admits the commands above
         raise CommandFailed(f"unknown command {command}")
+
+
+def _events(transport: Transport, args: argparse.Namespace, show: Printer) -> None:
+    """Page through an experiment's (or a run's) events; with --follow, keep polling for new ones."""
+    path = _path("runs", args.run, "events") if args.run else _path("experiments", args.experiment, "events")
+    if args.after < 0:
+        raise CommandFailed("--after must be 0 or a sequence number")
+    after, seen = args.after, []
+    while True:
+        page = _call(transport, "GET", path, query={"after": str(after), "limit": "1000"}).json()
+        if page["items"]:
+            after = page["items"][-1]["sequence"]
+            if not args.follow:
+                seen.extend(page["items"])
+            elif args.json:
+                for event in page["items"]:
+                    print(json.dumps(event, ensure_ascii=False), flush=True)
+            else:
+                show(page["items"], "event")
+        if page.get("nextCursor"):
+            continue
+        if not args.follow:
+            show(seen, "event")
+            return
+        time.sleep(args.poll)
 
 
 OPERATOR_COMMANDS = ("reconcile", "dead-letters", "replay")
@@ -199,13 +228,31 @@ def run_operator_command(
                 raise CommandFailed("--budget must be a positive number of seconds")
             show(Reconciler(backend.repository).run(budget_seconds=args.budget).to_json(), "sweep")
         elif args.command == "dead-letters":
-            letters = backend.dead_letters.peek(args.limit)
-            show([_letter_row(letter) for letter in letters], "letter")
+            letters = [_letter_row(letter) for letter in backend.dead_letters.peek(args.limit)]
+            waiting = parked_deliveries(backend.repository.metadata)[: max(0, args.limit - len(letters))]
+            show(letters + [_parked_row(p) for p in waiting], "letter")
         else:
-            outcomes = replay_dead_letters(backend.repository, backend.dead_letters, limit=args.limit)
-            show([outcome.to_json() for outcome in outcomes], "replay")
+            outcomes = [
+                o.to_json() for o in replay_dead_letters(backend.repository, backend.dead_letters, limit=args.limit)
+            ]
+            for parked in parked_deliveries(backend.repository.metadata)[: max(0, args.limit - len(outcomes))]:
+                retry_now(backend.repository.metadata, parked, backend.repository.context.now())
+                outcomes.append({**_parked_row(parked), "outcomes": ["retry now"], "replayed": True, "error": None})
+            show(outcomes, "replay")
     finally:
         backend.close()
+
+
+def _parked_row(parked: ParkedDelivery) -> dict[str, Any]:
+    """An event delivery that is parked, shown beside the upload dead letters (its dispatcher retries it
+    on its own with growing pauses; `replay` makes it try at once)."""
+    return {
+        "handle": f"{parked.subscriber}/{parked.partition}",
+        "source": "delivery",
+        "keys": [f"{parked.partition} from event {parked.sequence}"],
+        "failedAt": parked.failed_at.isoformat(),
+        "detail": f"{parked.error} ({parked.attempts} attempts)",
+    }
 
 
 def _letter_row(letter: DeadLetter) -> dict[str, Any]:
@@ -326,6 +373,7 @@ VIEWS: dict[str, tuple[tuple[str, str], ...]] = {
     ),
     "audit": (("at", "at"), ("actor", "actor"), ("action", "action"), ("subject", "subject")),
     "download": (("path", "path"), ("size", "size"), ("sha256", "sha256")),
+    "event": (("sequence", "seq"), ("type", "type"), ("subject", "subject"), ("actor", "actor"), ("time", "time")),
     "sweep": (
         ("objectsScanned", "objects"),
         ("recorded", "recorded"),
@@ -403,6 +451,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=7071)
     serve.add_argument("--verbose", action="store_true")
+    serve.add_argument(
+        "--webhook",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="POST every event to URL (Standard Webhooks, signed with $MODELREPO_WEBHOOK_SECRET); repeatable",
+    )
 
     up = command("upload", "put a file into the bucket and record it")
     up.add_argument("experiment")
@@ -472,6 +527,13 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--backend", default="local", choices=BACKENDS)
     replay.add_argument("--limit", type=int, default=100)
 
+    events = command("events", "an experiment's events (CloudEvents), oldest first")
+    events.add_argument("experiment", nargs="?", help="the experiment (or give --run)")
+    events.add_argument("--run", help="a run's upload events instead")
+    events.add_argument("--after", type=int, default=0, help="start after this sequence number")
+    events.add_argument("--follow", action="store_true", help="keep waiting for new events (Ctrl-C stops)")
+    events.add_argument("--poll", type=float, default=1.0, help=argparse.SUPPRESS)
+
     download = command("download", "download a version's pinned bytes")
     download.add_argument("experiment")
     download.add_argument("version")
@@ -490,12 +552,15 @@ def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = Non
             url=args.url,
             host=getattr(args, "host", None),
             port=getattr(args, "port", None),
+            webhooks=tuple(getattr(args, "webhook", ())) or None,
         )
         if args.command == "serve":
             return _serve(settings, args.verbose)
         if args.command == "upload":
             upload(settings, args.experiment, args.run, args.path, args.name, show, args.json)
             return 0
+        if args.command == "events" and not (args.experiment or args.run):
+            raise CommandFailed("name an experiment, or a run with --run")
         if args.command in OPERATOR_COMMANDS:
             run_operator_command(args, settings, os.environ if environ is None else environ, show)
             return 0

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
-from modelrepo.api import DEFAULT_MAX_BODY_BYTES, describe_validation_error
+from modelrepo.api import describe_validation_error
 from modelrepo.errors import InvalidInput
+from modelrepo.limits import DEFAULT_MAX_BODY_BYTES
 
 DEFAULT_ROOT = Path("~/.mlops/model-repository")
 DEFAULT_PORT = 7071
@@ -28,6 +31,10 @@ class LocalSettings(BaseModel):
     url: str | None = None
     register_deadline_seconds: float = Field(default=10.0, gt=0, le=600)
     max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, ge=1024, le=16 * 1024 * 1024)
+    # Where events go: Standard Webhooks, each URL its own ordered subscriber, all signed with one secret.
+    webhooks: tuple[str, ...] = ()
+    webhook_secret: SecretStr | None = None
+    sweep_seconds: float = Field(default=30.0, gt=0, le=3600)
 
     @field_validator("root")
     @classmethod
@@ -40,6 +47,41 @@ class LocalSettings(BaseModel):
         if key is not None and (len(key.get_secret_value()) < 8 or not key.get_secret_value().isprintable()):
             raise ValueError("MODELREPO_API_KEY must be at least 8 printable characters")
         return key
+
+    @field_validator("webhooks")
+    @classmethod
+    def _http_urls(cls, urls: tuple[str, ...]) -> tuple[str, ...]:
+        for url in urls:
+            if not url.startswith(("http://", "https://")) or any(c.isspace() for c in url):
+                raise ValueError(f"webhook {url!r} is not an http(s) URL")
+        if len(set(urls)) != len(urls):
+            raise ValueError("a webhook URL is given twice")
+        return urls
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _standard_webhooks_secret(cls, secret: SecretStr | None) -> SecretStr | None:
+        if secret is None:
+            return None
+        text = secret.get_secret_value().removeprefix("whsec_")
+        try:
+            key = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+        except (binascii.Error, ValueError):
+            key = b""
+        if len(key) < 24:
+            raise ValueError("MODELREPO_WEBHOOK_SECRET must be 'whsec_' and at least 24 bytes in base64")
+        return secret
+
+    @model_validator(mode="after")
+    def _secret_for_webhooks(self) -> Self:
+        if self.webhooks and self.webhook_secret is None:
+            raise ValueError("webhooks need a signing secret: set MODELREPO_WEBHOOK_SECRET (whsec_...)")
+        return self
+
+    @property
+    def event_source(self) -> str:
+        """The CloudEvents `source` of this repository's events: its root as a URI."""
+        return self.root.as_uri()
 
     @property
     def uploads(self) -> Path:
@@ -68,7 +110,12 @@ class LocalSettings(BaseModel):
     def from_environment(cls, environ: Mapping[str, str], **overrides: Any) -> LocalSettings:
         """Environment first, explicit (command-line) values over it; None means 'not given'."""
         values: dict[str, Any] = {}
-        for name, variable in (("root", "MODELREPO_ROOT"), ("api_key", "MODELREPO_API_KEY"), ("url", "MODELREPO_URL")):
+        for name, variable in (
+            ("root", "MODELREPO_ROOT"),
+            ("api_key", "MODELREPO_API_KEY"),
+            ("url", "MODELREPO_URL"),
+            ("webhook_secret", "MODELREPO_WEBHOOK_SECRET"),
+        ):
             if environ.get(variable):
                 values[name] = environ[variable]
         values.update({k: v for k, v in overrides.items() if v is not None})

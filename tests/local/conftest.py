@@ -78,8 +78,11 @@ def wait_for(check: Callable[[], Any], timeout: float, interval: float = 0.05) -
         time.sleep(interval)
 
 
-def start_serve(root: Path, *extra: str, api_key: str | None = None) -> Served:
+def start_serve(
+    root: Path, *extra: str, api_key: str | None = None, environment: dict[str, str] | None = None
+) -> Served:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODELREPO_")}
+    env.update(environment or {})
     if api_key:
         env["MODELREPO_API_KEY"] = api_key
     process = subprocess.Popen(

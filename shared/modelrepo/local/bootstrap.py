@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from modelrepo.adapters.folder import FolderArtifactStore
 from modelrepo.adapters.sqlite import SqliteMetadataStore
 from modelrepo.api import Api
+from modelrepo.dispatch import Dispatcher
 from modelrepo.retry import RetryPolicy
 from modelrepo.service import ModelRepository
 from modelrepo.settings import LocalSettings
+
+if TYPE_CHECKING:
+    from modelrepo.local.webhooks import DeliveryWorker
 
 
 def build_repository(settings: LocalSettings) -> ModelRepository:
@@ -15,7 +21,24 @@ def build_repository(settings: LocalSettings) -> ModelRepository:
         FolderArtifactStore(settings.uploads, settings.registry),
         SqliteMetadataStore(settings.database),
         retry=RetryPolicy(deadline_seconds=settings.register_deadline_seconds),
+        source=settings.event_source,
     )
+
+
+def build_deliveries(settings: LocalSettings, repository: ModelRepository) -> list[DeliveryWorker]:
+    """One delivery worker per webhook, woken by the repository's commits."""
+    if not settings.webhooks:
+        return []
+    from modelrepo.local.webhooks import DeliveryWorker, WebhookPublisher
+
+    assert settings.webhook_secret is not None  # the settings refuse webhooks without one
+    workers = []
+    for url in settings.webhooks:
+        publisher = WebhookPublisher(url, settings.webhook_secret.get_secret_value())
+        worker = DeliveryWorker(Dispatcher(repository.metadata, publisher), sweep_seconds=settings.sweep_seconds)
+        repository.on_commit(worker.notify)
+        workers.append(worker)
+    return workers
 
 
 def build_api(settings: LocalSettings, repository: ModelRepository | None = None) -> Api:

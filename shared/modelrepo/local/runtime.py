@@ -7,7 +7,7 @@ import threading
 
 from modelrepo.adapters.folder import FolderArtifactStore, FolderDeadLetterQueue
 from modelrepo.errors import InvalidInput
-from modelrepo.local.bootstrap import build_api, build_repository
+from modelrepo.local.bootstrap import build_api, build_deliveries, build_repository
 from modelrepo.local.server import ApiServer
 from modelrepo.local.watcher import DropFolderWatcher
 from modelrepo.settings import LocalSettings
@@ -29,6 +29,7 @@ class LocalRuntime:
         assert isinstance(store, FolderArtifactStore)
         self.dead_letters = FolderDeadLetterQueue(settings.dead_letters)
         self.watcher = DropFolderWatcher(store, self.repository.record_artifact, self.dead_letters)
+        self.deliveries = build_deliveries(settings, self.repository)
         self._thread: threading.Thread | None = None
 
     @property
@@ -37,21 +38,28 @@ class LocalRuntime:
 
     def start(self) -> None:
         """Run in background threads (tests, benchmarks)."""
-        self.watcher.start()
+        self._start_workers()
         self._thread = threading.Thread(target=self.server.serve_forever, name="http", daemon=True)
         self._thread.start()
 
     def serve_forever(self) -> None:
         """Run in the foreground until interrupted."""
-        self.watcher.start()
+        self._start_workers()
         log.info("watching %s; API on %s/api", self.settings.uploads, self.url)
         try:
             self.server.serve_forever()
         finally:
             self.stop()
 
+    def _start_workers(self) -> None:
+        for worker in self.deliveries:
+            worker.start()
+        self.watcher.start()
+
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
         self.watcher.stop()
+        for worker in self.deliveries:
+            worker.stop()
         self.repository.metadata.close()
