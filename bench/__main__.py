@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import cloud, ingest, large, listing, raw_sqlite, register, report
+from bench import cloud, ingest, large, listing, outbox, raw_sqlite, register, report
 from bench.common import machine
 from bench.sizes import FULL, SMOKE, Sizes
 
@@ -32,6 +32,7 @@ SCENARIOS: dict[str, Scenario] = {
     "large": large.run,
     "sqlite": raw_sqlite.run,
     "cloud": cloud.run,
+    "outbox": outbox.run,
 }
 
 HERE = Path(__file__).parent

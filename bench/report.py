@@ -115,6 +115,20 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         )
     else:
         judged.append(_target(text, None, None))
+    outbox = _rows(results, "outbox")
+    ours = _find(outbox, MODELREPO)
+    text = "Register with the outbox >= 90% of the same core without it, same run"
+    if ours and ours.get("of_baseline") is not None:
+        judged.append(
+            _target(
+                text,
+                f"{ours['of_baseline']:.0%} ({ours['throughput']:.0f} vs "
+                f"{_find(outbox, 'without outbox')['throughput']:.0f}/s), p99 {ours['p99_ms']:.1f} ms",  # type: ignore[index]
+                verdict(ours["of_baseline"] >= 0.9 and bool(ours["verified"])),
+            )
+        )
+    else:
+        judged.append(_target(text, None, None))
     return judged
 
 
@@ -140,6 +154,12 @@ def _extras(found: dict[str, Any]) -> str:
         notes.append(f"{found['conflicts']} conflicts, {retries} retries")
     if "success_rate" in found:
         notes.append(f"{found['success_rate']:.0%} succeeded")
+    if found.get("of_baseline") is not None:
+        notes.append(f"{found['of_baseline']:.0%} of the core without the outbox")
+    if "baseline" in found:
+        notes.append(f"core of commit {found['baseline']}")
+    if "cpu_us" in found:
+        notes.append(f"{found['cpu_us']:.0f} µs CPU per registration")
     if found.get("verified") is False:
         notes.append("**VERIFICATION FAILED**")
     return "; ".join(notes)

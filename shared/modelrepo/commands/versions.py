@@ -144,11 +144,12 @@ class Registrations:
                 request = ticket.payload
                 latest += 1
                 model = request.model(latest, uow)
-                uow.create(tables.version_row(latest), {"model": model.to_json()})
+                wire = model.to_json()
+                uow.create(tables.version_row(latest), {"model": wire})
                 uow.emit(
                     outbox.VERSION_REGISTERED,
                     version_subject(model.experiment_id, latest),
-                    model.to_json(),
+                    wire,
                     actor=request.registered_by,
                     action="model.registered",
                     about=f"version {latest}",
