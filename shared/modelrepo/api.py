@@ -16,6 +16,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any, BinaryIO, Generic, Literal, TypeVar
 from urllib.parse import quote, unquote
@@ -26,6 +27,7 @@ from modelrepo import limits
 from modelrepo.errors import (
     Busy,
     Conflict,
+    Gone,
     InvalidInput,
     ModelRepoError,
     NotFound,
@@ -36,23 +38,31 @@ from modelrepo.errors import (
 from modelrepo.limits import DEFAULT_MAX_BODY_BYTES
 from modelrepo.model import (
     Actor,
+    ApprovalStatus,
     AuditEntry,
+    Comment,
     Deployment,
     Description,
+    Experiment,
     ExperimentId,
+    Lineage,
+    Metrics,
     Page,
+    Params,
     Record,
     RegisteredModel,
     Rejection,
     RunArtifact,
     RunArtifactId,
+    Signature,
     TagValue,
     Target,
+    TargetPolicy,
     Version,
 )
 from modelrepo.outbox import CloudEvent
 from modelrepo.ports import iter_chunks
-from modelrepo.service import DeploymentHistory, ModelRepository
+from modelrepo.service import DeploymentHistory, ModelRepository, VersionFilter, VersionMetadata
 
 log = logging.getLogger(__name__)
 
@@ -168,6 +178,7 @@ ERRORS: tuple[ErrorAnswer, ...] = (
     ErrorAnswer(NotFound, 404, "No such thing (or route)"),
     ErrorAnswer(MethodNotAllowed, 405, "Method not allowed here", headers=lambda e: {"Allow": e.allow}),
     ErrorAnswer(Conflict, 409, "Conflicts with the current state"),
+    ErrorAnswer(Gone, 410, "Deleted: the record stays, its content is gone"),
     ErrorAnswer(BodyTooLarge, 413, "Body too large"),
     ErrorAnswer(UnsupportedMediaType, 415, "Body is not application/json"),
     ErrorAnswer(Unprocessable, 422, "Refers to things that cannot be combined"),
@@ -195,11 +206,53 @@ def answer_error(error: Exception) -> Response | None:
 # --- request bodies ------------------------------------------------------------------------------
 
 
-class RegisterBody(Record):
+class MetadataFields(Record):
+    """Version metadata, at registration or in a later PATCH (metrics, params, signature: write-once)."""
+
+    description: Description | None = None
+    metrics: Metrics | None = None
+    params: Params | None = None
+    signature: Signature | None = None
+    lineage: Lineage | None = None
+
+    def metadata(self) -> VersionMetadata:
+        return VersionMetadata(
+            description=self.description,
+            metrics=self.metrics,
+            params=self.params,
+            signature=self.signature,
+            lineage=self.lineage,
+        )
+
+
+class RegisterBody(MetadataFields):
     experiment_id: ExperimentId
     run_artifact_id: RunArtifactId = Field(max_length=limits.MAX_RUN_ARTIFACT_ID_CHARS)
     registered_by: Actor
-    description: Description | None = None
+
+
+class PatchVersionBody(MetadataFields):
+    by: Actor
+
+
+class ApprovalBody(Record):
+    status: ApprovalStatus
+    by: Actor
+    comment: Comment | None = None
+
+
+class ByBody(Record):
+    by: Actor
+
+
+class TargetPolicyBody(Record):
+    require_approval: bool
+    by: Actor
+
+
+class DescribeBody(Record):
+    description: Description
+    by: Actor
 
 
 class DeployBody(Record):
@@ -254,7 +307,16 @@ PATH_PARAMS: dict[str, Param] = {
         Param("experimentId", "path", _pattern(limits.ID_PATTERN), True),
         Param("runId", "path", _pattern(limits.ID_PATTERN), True),
         Param("runArtifactId", "path", _pattern(limits.RUN_ARTIFACT_ID_PATTERN), True),
-        Param("version", "path", _pattern(limits.VERSION_PATTERN), True),
+        Param(
+            "version",
+            "path",
+            {
+                "type": "string",
+                "pattern": f"^({limits.VERSION_PATTERN.pattern}|latest|@{limits.TARGET_PATTERN.pattern})$",
+            },
+            True,
+            "a version number, `latest` (the newest live version), or `@<target>` (the target's current version)",
+        ),
         Param("target", "path", _pattern(limits.TARGET_PATTERN), True),
         Param("key", "path", _pattern(limits.TAG_KEY_PATTERN), True),
     )
@@ -269,6 +331,23 @@ AFTER = Param(
     description="the sequence of the last event already seen (nextCursor of the previous page); 0 from the start",
 )
 BY = Param("by", "query", {"type": "string", "minLength": 1, "maxLength": limits.MAX_ACTOR_CHARS}, True)
+REASON = Param("reason", "query", {"type": "string", "maxLength": limits.MAX_COMMENT_CHARS})
+PREFIX = Param("prefix", "query", _pattern(limits.ID_PATTERN), description="only ids starting with this")
+STATUS = Param("status", "query", {"type": "string", "enum": [s.value for s in ApprovalStatus]}, description="approval")
+FLAG = {"type": "string", "enum": ["true", "false"]}
+TIME = {"type": "string", "format": "date-time"}
+VERSION_FILTERS = (
+    STATUS,
+    Param("registeredAfter", "query", TIME),
+    Param("registeredBefore", "query", TIME),
+    Param("archived", "query", FLAG, description="show archived versions too"),
+    Param("deleted", "query", FLAG, description="show deleted versions (tombstones) too"),
+)
+TAG_FILTER_NOTE = (
+    "; filter by tags with query parameters `tag.<key>=<value>` (each must hold). Without an index for these "
+    f"filters a page reads at most {limits.MAX_PAGE} versions: it may hold fewer than `limit` items and still "
+    "have a nextCursor"
+)
 IDEMPOTENCY_KEY = Param(
     "Idempotency-Key",
     "header",
@@ -335,10 +414,6 @@ def _compile(template: str) -> re.Pattern[str]:
     return _PATTERNS[template]
 
 
-def _version(params: Mapping[str, str]) -> int:
-    return limits.parse_version(params["version"])
-
-
 def _limit(request: Request) -> int:
     return limits.parse_limit(request.query.get("limit"))
 
@@ -402,6 +477,16 @@ class Api:
 
     # --- handlers ---
 
+    def _version(self, params: Mapping[str, str]) -> int:
+        """A version number from the path: digits, `latest`, or `@<target>` (what the target runs now)."""
+        raw = params["version"]
+        if raw.startswith("@"):
+            target = raw[1:]
+            return self.repository.current_deployment(params["experimentId"], target).version
+        if raw == "latest":
+            return self.repository.latest_model(params["experimentId"]).version
+        return limits.parse_version(raw)
+
     def health(self, params: dict[str, str], request: Request) -> Response:
         return json_response(200, Health(status="ok").to_json())
 
@@ -437,14 +522,93 @@ class Api:
             body.experiment_id,
             body.run_artifact_id,
             body.registered_by,
-            description=body.description,
             idempotency_key=request.headers.get("idempotency-key"),
+            metadata=body.metadata(),
         )
         return json_response(201, model.to_json(), {"Location": _model_location(model)})
 
     def models(self, params: dict[str, str], request: Request) -> Response:
         page = self.repository.list_models(
-            params["experimentId"], limit=_limit(request), cursor=request.query.get("cursor")
+            params["experimentId"],
+            limit=_limit(request),
+            cursor=request.query.get("cursor"),
+            where=_version_filter(request),
+        )
+        return json_response(200, _page(page))
+
+    def patch_model(self, params: dict[str, str], request: Request) -> Response:
+        body = _parse(request, PatchVersionBody)
+        model = self.repository.update_metadata(params["experimentId"], self._version(params), body.metadata(), body.by)
+        return json_response(200, model.to_json())
+
+    def approval(self, params: dict[str, str], request: Request) -> Response:
+        body = _parse(request, ApprovalBody)
+        model = self.repository.set_approval(
+            params["experimentId"], self._version(params), body.status, body.by, body.comment
+        )
+        return json_response(200, model.to_json())
+
+    def archive(self, params: dict[str, str], request: Request) -> Response:
+        body = _parse(request, ByBody)
+        return json_response(
+            200, self.repository.archive(params["experimentId"], self._version(params), body.by).to_json()
+        )
+
+    def restore(self, params: dict[str, str], request: Request) -> Response:
+        body = _parse(request, ByBody)
+        return json_response(
+            200, self.repository.restore(params["experimentId"], self._version(params), body.by).to_json()
+        )
+
+    def delete_model(self, params: dict[str, str], request: Request) -> Response:
+        by = _required(request, "by", "say who deletes the version")
+        model = self.repository.delete_version(
+            params["experimentId"], self._version(params), by, request.query.get("reason")
+        )
+        return json_response(200, model.to_json())
+
+    def target(self, params: dict[str, str], request: Request) -> Response:
+        return json_response(200, self.repository.target_policy(params["experimentId"], params["target"]).to_json())
+
+    def put_target(self, params: dict[str, str], request: Request) -> Response:
+        body = _parse(request, TargetPolicyBody)
+        policy = self.repository.set_target_policy(
+            params["experimentId"], params["target"], require_approval=body.require_approval, by=body.by
+        )
+        return json_response(200, policy.to_json())
+
+    def experiments(self, params: dict[str, str], request: Request) -> Response:
+        page = self.repository.list_experiments(
+            limit=_limit(request), cursor=request.query.get("cursor"), prefix=request.query.get("prefix", "")
+        )
+        return json_response(200, _page(page))
+
+    def experiment(self, params: dict[str, str], request: Request) -> Response:
+        return json_response(200, self.repository.get_experiment(params["experimentId"]).to_json())
+
+    def patch_experiment(self, params: dict[str, str], request: Request) -> Response:
+        body = _parse(request, DescribeBody)
+        described = self.repository.describe_experiment(params["experimentId"], body.description, body.by)
+        return json_response(200, described.to_json())
+
+    def put_experiment_tag(self, params: dict[str, str], request: Request) -> Response:
+        body = _parse(request, TagBody)
+        tagged = self.repository.set_experiment_tag(params["experimentId"], params["key"], body.value, body.by)
+        return json_response(200, tagged.to_json())
+
+    def delete_experiment_tag(self, params: dict[str, str], request: Request) -> Response:
+        by = _required(request, "by", "say who removes the tag")
+        return json_response(
+            200, self.repository.delete_experiment_tag(params["experimentId"], params["key"], by).to_json()
+        )
+
+    def search(self, params: dict[str, str], request: Request) -> Response:
+        status = request.query.get("status")
+        page = self.repository.search_models(
+            tags=_tag_filters(request),
+            status=_status(status) if status is not None else None,
+            limit=_limit(request),
+            cursor=request.query.get("cursor"),
         )
         return json_response(200, _page(page))
 
@@ -452,10 +616,10 @@ class Api:
         return json_response(200, self.repository.latest_model(params["experimentId"]).to_json())
 
     def model(self, params: dict[str, str], request: Request) -> Response:
-        return json_response(200, self.repository.get_model(params["experimentId"], _version(params)).to_json())
+        return json_response(200, self.repository.get_model(params["experimentId"], self._version(params)).to_json())
 
     def download(self, params: dict[str, str], request: Request) -> Response:
-        experiment_id, version = params["experimentId"], _version(params)
+        experiment_id, version = params["experimentId"], self._version(params)
         model, link = self.repository.download_link(experiment_id, version)
         if link is not None:
             return Response(307, {"Location": link, "Cache-Control": "no-store", **_digest_headers(model)})
@@ -472,14 +636,14 @@ class Api:
 
     def put_tag(self, params: dict[str, str], request: Request) -> Response:
         body = _parse(request, TagBody)
-        model = self.repository.set_tag(params["experimentId"], _version(params), params["key"], body.value, body.by)
+        model = self.repository.set_tag(
+            params["experimentId"], self._version(params), params["key"], body.value, body.by
+        )
         return json_response(200, model.to_json())
 
     def delete_tag(self, params: dict[str, str], request: Request) -> Response:
-        by = request.query.get("by")
-        if by is None:
-            raise InvalidInput("say who removes the tag with the query parameter 'by'")
-        model = self.repository.delete_tag(params["experimentId"], _version(params), params["key"], by)
+        by = _required(request, "by", "say who removes the tag")
+        model = self.repository.delete_tag(params["experimentId"], self._version(params), params["key"], by)
         return json_response(200, model.to_json())
 
     def deploy(self, params: dict[str, str], request: Request) -> Response:
@@ -512,6 +676,56 @@ class Api:
         after = limits.parse_sequence(request.query.get("after"))
         page = self.repository.experiment_events(params["experimentId"], after=after, limit=_limit(request))
         return json_response(200, _page(page))
+
+
+def _required(request: Request, name: str, why: str) -> str:
+    value = request.query.get(name)
+    if value is None:
+        raise InvalidInput(f"{why} with the query parameter {name!r}")
+    return value
+
+
+def _status(raw: str) -> ApprovalStatus:
+    try:
+        return ApprovalStatus(raw)
+    except ValueError:
+        raise InvalidInput(
+            f"status {raw!r} is invalid: use one of {', '.join(s.value for s in ApprovalStatus)}"
+        ) from None
+
+
+def _flag(request: Request, name: str) -> bool:
+    raw = request.query.get(name, "false")
+    if raw not in ("true", "false"):
+        raise InvalidInput(f"{name} {raw!r} is invalid: use true or false")
+    return raw == "true"
+
+
+def _time(request: Request, name: str) -> datetime | None:
+    raw = request.query.get(name)
+    if raw is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidInput(f"{name} {raw!r} is not an ISO 8601 time such as 2026-12-01T10:00:00Z") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _tag_filters(request: Request) -> tuple[tuple[str, str], ...]:
+    return tuple((name.removeprefix("tag."), value) for name, value in request.query.items() if name.startswith("tag."))
+
+
+def _version_filter(request: Request) -> VersionFilter:
+    status = request.query.get("status")
+    return VersionFilter(
+        status=_status(status) if status is not None else None,
+        tags=_tag_filters(request),
+        registered_after=_time(request, "registeredAfter"),
+        registered_before=_time(request, "registeredBefore"),
+        archived=_flag(request, "archived"),
+        deleted=_flag(request, "deleted"),
+    )
 
 
 def _decode_segment(raw: str) -> str:
@@ -576,11 +790,67 @@ ROUTES: tuple[Route, ...] = (
         params=(IDEMPOTENCY_KEY,),
     ),
     Route(
-        "GET", EXPERIMENT + "/models", Api.models, "Versions, newest first", answer=Page[RegisteredModel], params=PAGED
+        "GET",
+        "/api/experiments",
+        Api.experiments,
+        "Experiments (models), by id; the listing follows changes within the index's delay",
+        answer=Page[Experiment],
+        params=(*PAGED, PREFIX),
+    ),
+    Route("GET", EXPERIMENT, Api.experiment, "One experiment", answer=Experiment),
+    Route("PATCH", EXPERIMENT, Api.patch_experiment, "Describe an experiment", DescribeBody, Experiment),
+    Route("PUT", EXPERIMENT + "/tags/{key}", Api.put_experiment_tag, "Tag an experiment", TagBody, Experiment),
+    Route(
+        "DELETE",
+        EXPERIMENT + "/tags/{key}",
+        Api.delete_experiment_tag,
+        "Untag an experiment",
+        answer=Experiment,
+        params=(BY,),
+    ),
+    Route(
+        "GET",
+        "/api/search/models",
+        Api.search,
+        "Versions of every experiment by tag and approval, from the search index (it follows changes within "
+        "the index's delay)" + TAG_FILTER_NOTE,
+        answer=Page[RegisteredModel],
+        params=(STATUS, *PAGED),
+    ),
+    Route(
+        "GET",
+        EXPERIMENT + "/models",
+        Api.models,
+        "Versions, newest first (without archived or deleted ones unless asked)" + TAG_FILTER_NOTE,
+        answer=Page[RegisteredModel],
+        params=(*PAGED, *VERSION_FILTERS),
     ),
     Route("GET", EXPERIMENT + "/models/latest", Api.latest_model, "The newest version", answer=RegisteredModel),
     Route("GET", VERSION, Api.model, "One version", answer=RegisteredModel),
-    Route("GET", VERSION + "/download", Api.download, "The pinned bytes of a version", media=OCTETS, redirects=True),
+    Route("PATCH", VERSION, Api.patch_model, "Update a version's metadata", PatchVersionBody, RegisteredModel),
+    Route(
+        "DELETE",
+        VERSION,
+        Api.delete_model,
+        "Delete a version (a tombstone; the number is never reused; the bytes are released)",
+        answer=RegisteredModel,
+        params=(BY, REASON),
+        errors=(410,),
+    ),
+    Route("POST", VERSION + "/approval", Api.approval, "Approve or reject a version", ApprovalBody, RegisteredModel),
+    Route("POST", VERSION + "/archive", Api.archive, "Archive a version", ByBody, RegisteredModel, errors=(410,)),
+    Route(
+        "POST", VERSION + "/restore", Api.restore, "Restore an archived version", ByBody, RegisteredModel, errors=(410,)
+    ),
+    Route(
+        "GET",
+        VERSION + "/download",
+        Api.download,
+        "The pinned bytes of a version",
+        media=OCTETS,
+        redirects=True,
+        errors=(410,),
+    ),
     Route("PUT", VERSION + "/tags/{key}", Api.put_tag, "Set a tag", TagBody, RegisteredModel),
     Route("DELETE", VERSION + "/tags/{key}", Api.delete_tag, "Remove a tag", answer=RegisteredModel, params=(BY,)),
     Route("POST", EXPERIMENT + "/deployments", Api.deploy, "Deploy a version to a target", DeployBody, Deployment, 201),
@@ -594,6 +864,10 @@ ROUTES: tuple[Route, ...] = (
         "Current deployment of a target and its history",
         answer=DeploymentHistory,
         params=PAGED,
+    ),
+    Route("GET", EXPERIMENT + "/targets/{target}", Api.target, "A target's rules", answer=TargetPolicy),
+    Route(
+        "PUT", EXPERIMENT + "/targets/{target}", Api.put_target, "Set a target's rules", TargetPolicyBody, TargetPolicy
     ),
     Route(
         "POST",

@@ -569,8 +569,11 @@ def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = Non
             run_command(args, OverHttp(settings.url, key), show)
         else:
             from modelrepo.local.bootstrap import build_api
+            from modelrepo.projections import indexer_listener
 
             api = build_api(settings)
+            # No serve process may be running to keep the index: project this command's changes now.
+            api.repository.on_commit(indexer_listener(api.repository.metadata))
             try:
                 run_command(args, InProcess(api), show)
             finally:

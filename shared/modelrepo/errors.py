@@ -33,6 +33,10 @@ class Conflict(ModelRepoError):
     """The request is well formed but clashes with the current state (retrying will not help)."""
 
 
+class Gone(ModelRepoError):
+    """The named thing existed and was deleted (its record stays, its content is gone)."""
+
+
 class Unprocessable(ModelRepoError):
     """The request is well formed but refers to things that cannot be combined."""
 

@@ -29,6 +29,19 @@ MAX_DESCRIPTION_CHARS = 4096
 MAX_TAG_VALUE_CHARS = 512
 MAX_TAGS = 50
 MAX_IDEMPOTENCY_KEY_CHARS = 255
+MAX_COMMENT_CHARS = 1024  # an approval's comment, a deletion's reason
+
+# --- version metadata ----------------------------------------------------------------------------
+
+# Metric and parameter names as MLflow allows them (letters, digits, and `_ - . : /` and spaces).
+METADATA_KEY_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_\-.:/ ]{0,249}")
+MAX_METRICS = 200
+MAX_PARAMS = 200
+MAX_PARAM_VALUE_CHARS = 6000
+MAX_SIGNATURE_BYTES = 64 * 1024
+MAX_DATASETS = 50
+MAX_URI_CHARS = 2048
+MAX_SOURCE_COMMIT_CHARS = 128
 
 # --- numbers -------------------------------------------------------------------------------------
 
@@ -45,7 +58,8 @@ CURSOR_PATTERN = re.compile(r"[A-Za-z0-9_-]*")
 
 # --- requests ------------------------------------------------------------------------------------
 
-DEFAULT_MAX_BODY_BYTES = 64 * 1024
+# A registration may carry a signature of MAX_SIGNATURE_BYTES and as much again of other metadata.
+DEFAULT_MAX_BODY_BYTES = 256 * 1024
 
 
 def parse_version(raw: str) -> int:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import math
 import unicodedata
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from typing import Annotated, Any, Generic, TypeVar
+from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
 from pydantic.alias_generators import to_camel
@@ -14,11 +18,20 @@ from modelrepo.errors import InvalidInput
 from modelrepo.limits import (
     ID_PATTERN,
     MAX_ACTOR_CHARS,
+    MAX_COMMENT_CHARS,
+    MAX_DATASETS,
     MAX_DESCRIPTION_CHARS,
+    MAX_METRICS,
     MAX_NAME_BYTES,
     MAX_NUMBER,
+    MAX_PARAM_VALUE_CHARS,
+    MAX_PARAMS,
     MAX_RUN_ARTIFACT_ID_CHARS,
+    MAX_SIGNATURE_BYTES,
+    MAX_SOURCE_COMMIT_CHARS,
     MAX_TAG_VALUE_CHARS,
+    MAX_URI_CHARS,
+    METADATA_KEY_PATTERN,
     RUN_ARTIFACT_ID_PATTERN,
     TAG_KEY_PATTERN,
     TARGET_PATTERN,
@@ -99,6 +112,66 @@ def check_description(value: str) -> str:
 
 def check_tag_value(value: str) -> str:
     return _check_text(value, "tag value", MAX_TAG_VALUE_CHARS, allow_empty=True)
+
+
+def check_comment(value: str) -> str:
+    return _check_text(value, "comment", MAX_COMMENT_CHARS, allow_empty=True)
+
+
+def _check_metadata_key(key: object, what: str) -> str:
+    if not isinstance(key, str) or not METADATA_KEY_PATTERN.fullmatch(key):
+        raise InvalidInput(
+            f"{what} name {key!r} is invalid: use 1-250 letters, digits, spaces or '_-.:/', "
+            "starting with a letter, digit or '_'"
+        )
+    return key
+
+
+def check_metrics(metrics: dict[str, float]) -> dict[str, float]:
+    if not isinstance(metrics, dict):
+        raise InvalidInput("metrics must be an object of names to numbers")
+    if len(metrics) > MAX_METRICS:
+        raise InvalidInput(f"a version holds at most {MAX_METRICS} metrics, not {len(metrics)}")
+    for key, value in metrics.items():
+        _check_metadata_key(key, "metric")
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise InvalidInput(f"metric {key!r} must be a finite number")
+    return metrics
+
+
+def check_params(params: dict[str, str]) -> dict[str, str]:
+    if not isinstance(params, dict):
+        raise InvalidInput("params must be an object of names to strings")
+    if len(params) > MAX_PARAMS:
+        raise InvalidInput(f"a version holds at most {MAX_PARAMS} params, not {len(params)}")
+    for key, value in params.items():
+        _check_metadata_key(key, "param")
+        _check_text(value, f"param {key!r}", MAX_PARAM_VALUE_CHARS, allow_empty=True)
+    return params
+
+
+def check_signature(signature: dict[str, Any]) -> dict[str, Any]:
+    if not isinstance(signature, dict):
+        raise InvalidInput("signature must be a JSON object")
+    size = len(json.dumps(signature, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+    if size > MAX_SIGNATURE_BYTES:
+        raise InvalidInput(f"signature is {size} bytes of JSON, more than {MAX_SIGNATURE_BYTES}")
+    return signature
+
+
+def check_uri(value: str) -> str:
+    _check_text(value, "dataset URI", MAX_URI_CHARS)
+    parts = urlsplit(value)
+    if not parts.scheme or any(c.isspace() for c in value):
+        raise InvalidInput(f"dataset {value!r} is not a URI (scheme:..., no spaces)")
+    return value
+
+
+def check_source_commit(value: str) -> str:
+    _check_text(value, "sourceCommit", MAX_SOURCE_COMMIT_CHARS)
+    if any(c.isspace() for c in value):
+        raise InvalidInput("sourceCommit must not contain spaces")
+    return value
 
 
 def check_artifact_name(name: str) -> str:
@@ -182,6 +255,18 @@ TagValue = Annotated[
     _string(maxLength=MAX_TAG_VALUE_CHARS, pattern=_text_pattern(one_line=False, required=False)),
 ]
 Version = Annotated[int, Field(ge=1, le=MAX_NUMBER)]
+Comment = Annotated[
+    str,
+    AfterValidator(check_comment),
+    _string(maxLength=MAX_COMMENT_CHARS, pattern=_text_pattern(one_line=False, required=False)),
+]
+Metrics = Annotated[dict[str, float], AfterValidator(check_metrics), Field(max_length=MAX_METRICS)]
+Params = Annotated[dict[str, str], AfterValidator(check_params), Field(max_length=MAX_PARAMS)]
+Signature = Annotated[dict[str, Any], AfterValidator(check_signature)]
+DatasetUri = Annotated[str, AfterValidator(check_uri), _string(minLength=1, maxLength=MAX_URI_CHARS)]
+SourceCommit = Annotated[
+    str, AfterValidator(check_source_commit), _string(minLength=1, maxLength=MAX_SOURCE_COMMIT_CHARS)
+]
 
 
 class Record(BaseModel):
@@ -218,6 +303,37 @@ class Rejection(Record):
     recorded_at: datetime
 
 
+class ApprovalStatus(StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+
+
+class Approval(Record):
+    """Whether a version may go where approval is required, who said so, when and why."""
+
+    status: ApprovalStatus = ApprovalStatus.PENDING
+    by: str | None = None
+    at: datetime | None = None
+    comment: str | None = None
+
+
+class Lineage(Record):
+    """Where a version came from: the code, the data, and free-form notes."""
+
+    source_commit: SourceCommit | None = None
+    datasets: list[DatasetUri] = Field(default_factory=list, max_length=MAX_DATASETS)
+    notes: Description | None = None
+
+
+class Tombstone(Record):
+    """A deleted version: its number is never reused; its metadata and audit stay; its bytes go."""
+
+    at: datetime
+    by: str
+    reason: str | None = None
+
+
 class RegisteredModel(Record):
     experiment_id: str
     version: int
@@ -230,6 +346,41 @@ class RegisteredModel(Record):
     tags: dict[str, str] = Field(default_factory=dict)
     sha256: str
     size: int
+    approval: Approval = Field(default_factory=Approval)
+    metrics: dict[str, float] = Field(default_factory=dict)
+    params: dict[str, str] = Field(default_factory=dict)
+    signature: dict[str, Any] | None = None
+    lineage: Lineage | None = None
+    archived_at: datetime | None = None
+    archived_by: str | None = None
+    deleted: Tombstone | None = None
+
+    @property
+    def live(self) -> bool:
+        """Neither archived nor deleted: what `latest` and default listings show."""
+        return self.deleted is None and self.archived_at is None
+
+
+class Experiment(Record):
+    """An experiment is a model: its versions, description and tags, and when it last changed."""
+
+    experiment_id: str
+    description: str | None = None
+    tags: dict[str, str] = Field(default_factory=dict)
+    latest_version: int | None = None  # the newest version that is neither archived nor deleted
+    version_count: int = 0  # versions registered and not deleted
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+class TargetPolicy(Record):
+    """A deployment target's rules: versions must be approved before they may go there."""
+
+    experiment_id: str
+    target: str
+    require_approval: bool = False
+    updated_by: str | None = None
+    updated_at: datetime | None = None
 
 
 class Deployment(Record):

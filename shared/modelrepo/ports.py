@@ -184,7 +184,12 @@ class ArtifactStore(ABC):
 
     @abstractmethod
     def discard_pinned(self, digest: str) -> None:
-        """Remove a registry entry whose bytes failed verification (never a verified one)."""
+        """Remove a registry entry: bytes that failed verification, or bytes that the collector
+        (`modelrepo.collect`) found no version needs any longer. Removing a missing one is fine."""
+
+    @abstractmethod
+    def list_pinned(self, *, after: str | None = None, limit: int = 1000) -> tuple[tuple[str, ...], str | None]:
+        """The registry's digests, a page at a time; the second value (opaque) continues the listing."""
 
     def pinned_link(self, digest: str, *, filename: str, expires_seconds: int) -> str | None:
         """A time-limited URL to pinned bytes (presigned URL, SAS), or None to stream them instead.

@@ -13,11 +13,14 @@ from collections.abc import Callable
 from datetime import datetime
 
 from modelrepo import tables
+from modelrepo.collect import collect
 from modelrepo.commands.uploads import Outcome
+from modelrepo.dispatch import Dispatcher
 from modelrepo.errors import ModelRepoError
 from modelrepo.events import ObjectCreated
 from modelrepo.model import Record
 from modelrepo.ports import DeadLetter, DeadLetterQueue, Put
+from modelrepo.projections import Indexer
 from modelrepo.service import ModelRepository
 
 log = logging.getLogger(__name__)
@@ -33,6 +36,8 @@ class SweepReport(Record):
     rejected: int = 0
     runs_checked: int = 0
     vanished: int = 0  # records newly flagged because their object is gone
+    indexed: int = 0  # events the index had not yet followed (a crash between a commit and its projection)
+    released: int = 0  # pinned digests no version needs any longer, whose bytes were deleted
     complete: bool = False  # False: the time budget ran out; the next call resumes
 
 
@@ -43,6 +48,9 @@ class Reconciler:
     the object write and the table write leaves exactly such an unrecorded object).
     Records → objects: every recorded run's current artifacts are checked against the bucket and
     those whose object vanished are flagged (`ModelRepository.flag_vanished_objects`).
+    Once both are through, the index catches up with every partition's events
+    (`modelrepo.projections`) and the collector releases pinned bytes that no version needs
+    (`modelrepo.collect`).
     Where the sweep stands is kept in the metadata store, so a scheduled run continues where the
     previous one ran out of time.
     """
@@ -71,6 +79,8 @@ class Reconciler:
                 after = self._records_page(after, counts)
                 if after is None:
                     self._save(OBJECTS, None)
+                    counts["indexed"] = Dispatcher(self.repository.metadata, Indexer(self.repository.metadata)).sweep()
+                    counts["released"] = collect(self.repository.context).released
                     return SweepReport(**counts, complete=True)
             self._save(phase, after)
         return SweepReport(**counts)

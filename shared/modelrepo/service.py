@@ -12,18 +12,30 @@ from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import BinaryIO
 
-from modelrepo.commands import changes, deployments, tags, uploads, versions
+from modelrepo import projections
+from modelrepo.commands import changes, deployments, experiments, lifecycle, tags, uploads, versions
 from modelrepo.commands.deployments import DeploymentHistory
 from modelrepo.commands.uploads import Outcome, RecordResult
+from modelrepo.commands.versions import VersionFilter, VersionMetadata
 from modelrepo.events import ObjectCreated
 from modelrepo.limits import DEFAULT_PAGE
-from modelrepo.model import AuditEntry, Deployment, Page, RegisteredModel, Rejection, RunArtifact
+from modelrepo.model import (
+    ApprovalStatus,
+    AuditEntry,
+    Deployment,
+    Experiment,
+    Page,
+    RegisteredModel,
+    Rejection,
+    RunArtifact,
+    TargetPolicy,
+)
 from modelrepo.outbox import CloudEvent
 from modelrepo.ports import ArtifactStore, MetadataStore
 from modelrepo.retry import RetryPolicy
 from modelrepo.unit_of_work import DEFAULT_SOURCE, Context, utc_now
 
-__all__ = ["DeploymentHistory", "ModelRepository", "Outcome", "RecordResult"]
+__all__ = ["DeploymentHistory", "ModelRepository", "Outcome", "RecordResult", "VersionFilter", "VersionMetadata"]
 
 
 class ModelRepository:
@@ -37,8 +49,11 @@ class ModelRepository:
         retry: RetryPolicy | None = None,
         now: Callable[[], datetime] = utc_now,
         source: str = DEFAULT_SOURCE,
+        default_approval: ApprovalStatus = ApprovalStatus.PENDING,
     ) -> None:
-        self.context = Context(artifacts, metadata, retry or RetryPolicy(), now, source)
+        self.context = Context(
+            artifacts, metadata, retry or RetryPolicy(), now, source, default_approval=ApprovalStatus(default_approval)
+        )
         self._registrations = versions.Registrations(self.context)
 
     @property
@@ -83,13 +98,21 @@ class ModelRepository:
         registered_by: str,
         description: str | None = None,
         idempotency_key: str | None = None,
+        metadata: VersionMetadata | None = None,
     ) -> RegisteredModel:
-        return self._registrations.register(experiment_id, run_artifact_id, registered_by, description, idempotency_key)
+        return self._registrations.register(
+            experiment_id, run_artifact_id, registered_by, description, idempotency_key, metadata
+        )
 
     def list_models(
-        self, experiment_id: str, *, limit: int = DEFAULT_PAGE, cursor: str | None = None
+        self,
+        experiment_id: str,
+        *,
+        limit: int = DEFAULT_PAGE,
+        cursor: str | None = None,
+        where: VersionFilter | None = None,
     ) -> Page[RegisteredModel]:
-        return versions.list_models(self.context, experiment_id, limit=limit, cursor=cursor)
+        return versions.list_models(self.context, experiment_id, limit=limit, cursor=cursor, where=where)
 
     def get_model(self, experiment_id: str, version: int) -> RegisteredModel:
         return versions.get_model(self.context, experiment_id, version)
@@ -112,6 +135,65 @@ class ModelRepository:
 
     def delete_tag(self, experiment_id: str, version: int, key: str, by: str) -> RegisteredModel:
         return tags.delete_tag(self.context, experiment_id, version, key, by)
+
+    # --- the lifecycle ---
+
+    def set_approval(
+        self, experiment_id: str, version: int, status: ApprovalStatus, by: str, comment: str | None = None
+    ) -> RegisteredModel:
+        return lifecycle.set_approval(self.context, experiment_id, version, status, by, comment)
+
+    def update_metadata(self, experiment_id: str, version: int, metadata: VersionMetadata, by: str) -> RegisteredModel:
+        return lifecycle.update_metadata(self.context, experiment_id, version, metadata, by)
+
+    def archive(self, experiment_id: str, version: int, by: str) -> RegisteredModel:
+        return lifecycle.archive(self.context, experiment_id, version, by)
+
+    def restore(self, experiment_id: str, version: int, by: str) -> RegisteredModel:
+        return lifecycle.restore(self.context, experiment_id, version, by)
+
+    def delete_version(self, experiment_id: str, version: int, by: str, reason: str | None = None) -> RegisteredModel:
+        return lifecycle.delete(self.context, experiment_id, version, by, reason)
+
+    def target_policy(self, experiment_id: str, target: str) -> TargetPolicy:
+        return lifecycle.target_policy(self.context, experiment_id, target)
+
+    def set_target_policy(self, experiment_id: str, target: str, *, require_approval: bool, by: str) -> TargetPolicy:
+        return lifecycle.set_target_policy(
+            self.context, experiment_id, target, require_approval=require_approval, by=by
+        )
+
+    def current_deployment(self, experiment_id: str, target: str) -> Deployment:
+        return lifecycle.current_deployment(self.context, experiment_id, target)
+
+    # --- experiments ---
+
+    def get_experiment(self, experiment_id: str) -> Experiment:
+        return experiments.get_experiment(self.context, experiment_id)
+
+    def describe_experiment(self, experiment_id: str, description: str, by: str) -> Experiment:
+        return experiments.describe(self.context, experiment_id, description, by)
+
+    def set_experiment_tag(self, experiment_id: str, key: str, value: str, by: str) -> Experiment:
+        return experiments.set_tag(self.context, experiment_id, key, value, by)
+
+    def delete_experiment_tag(self, experiment_id: str, key: str, by: str) -> Experiment:
+        return experiments.delete_tag(self.context, experiment_id, key, by)
+
+    def list_experiments(
+        self, *, limit: int = DEFAULT_PAGE, cursor: str | None = None, prefix: str = ""
+    ) -> Page[Experiment]:
+        return experiments.list_experiments(self.context, limit=limit, cursor=cursor, prefix=prefix)
+
+    def search_models(
+        self,
+        *,
+        tags: tuple[tuple[str, str], ...] = (),
+        status: ApprovalStatus | None = None,
+        limit: int = DEFAULT_PAGE,
+        cursor: str | None = None,
+    ) -> Page[RegisteredModel]:
+        return projections.search_models(self.context, tags=tags, status=status, limit=limit, cursor=cursor)
 
     # --- deployments ---
 

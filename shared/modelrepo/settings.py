@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from modelrepo.api import describe_validation_error
 from modelrepo.errors import InvalidInput
 from modelrepo.limits import DEFAULT_MAX_BODY_BYTES
+from modelrepo.model import ApprovalStatus
 
 DEFAULT_ROOT = Path("~/.mlops/model-repository")
 DEFAULT_PORT = 7071
@@ -35,6 +36,8 @@ class LocalSettings(BaseModel):
     webhooks: tuple[str, ...] = ()
     webhook_secret: SecretStr | None = None
     sweep_seconds: float = Field(default=30.0, gt=0, le=3600)
+    # The approval status new versions start with (MODELREPO_DEFAULT_APPROVAL).
+    default_approval: ApprovalStatus = ApprovalStatus.PENDING
 
     @field_validator("root")
     @classmethod
@@ -115,6 +118,7 @@ class LocalSettings(BaseModel):
             ("api_key", "MODELREPO_API_KEY"),
             ("url", "MODELREPO_URL"),
             ("webhook_secret", "MODELREPO_WEBHOOK_SECRET"),
+            ("default_approval", "MODELREPO_DEFAULT_APPROVAL"),
         ):
             if environ.get(variable):
                 values[name] = environ[variable]

@@ -27,6 +27,7 @@ VERSION_PREFIX = "ver~"
 IDEMPOTENCY_PREFIX = "idem~"
 DEPLOYMENT_PREFIX = "dep~"
 HISTORY_PREFIX = "hist~"
+TARGET_PREFIX = "tgt~"
 EVENT_PREFIX = "evt~"
 DISPATCH_PREFIX = "dsp~"
 ARTIFACT_PREFIX = "art~"
@@ -38,6 +39,10 @@ RUN_PREFIX = "run~"
 EXPERIMENTS_PARTITION = "experiments"
 EXPERIMENT_PREFIX = "exp~"
 SWEEPS_PARTITION = "sweeps"
+SEARCH_PARTITION = "search"
+SEARCH_TAG_PREFIX = "tag~"
+SEARCH_STATUS_PREFIX = "status~"
+SEARCH_MANIFEST_PREFIX = "ver~"
 
 
 def _digest32(text: str) -> str:
@@ -60,12 +65,18 @@ def run_partition(run_id: str) -> str:
 
 def run_index_put(run_id: str) -> Put:
     """Idempotent: written before a run's first artifact, so every recorded run is listed."""
-    return Put(RUNS_PARTITION, RUN_PREFIX + run_id, {"runId": run_id})
+    return Put(RUNS_PARTITION, RUN_PREFIX + run_id, {"runId": run_id}, if_absent=True)
 
 
 def experiment_index_put(experiment_id: str) -> Put:
     """Idempotent: written before an experiment's first change, so every experiment is listed."""
-    return Put(EXPERIMENTS_PARTITION, EXPERIMENT_PREFIX + experiment_id, {"experimentId": experiment_id})
+    return Put(
+        EXPERIMENTS_PARTITION, experiment_index_row(experiment_id), {"experimentId": experiment_id}, if_absent=True
+    )
+
+
+def experiment_index_row(experiment_id: str) -> str:
+    return EXPERIMENT_PREFIX + experiment_id
 
 
 def index_put(partition: str) -> Put | None:
@@ -103,6 +114,10 @@ def event_row(sequence: int) -> str:
     return f"{EVENT_PREFIX}{sequence:010d}"
 
 
+def target_row(target: str) -> str:
+    return TARGET_PREFIX + target
+
+
 def dispatch_row(subscriber: str) -> str:
     """Where a dispatcher stands in one partition's events."""
     return DISPATCH_PREFIX + subscriber
@@ -128,6 +143,24 @@ def locate_run_artifact(artifact_id: str) -> tuple[str, str]:
         raise InvalidInput(f"runArtifactId {artifact_id!r} is malformed")
     run_id, _, fingerprint = artifact_id.rpartition("~")
     return run_partition(run_id), ARTIFACT_PREFIX + fingerprint
+
+
+def search_tag_prefix(key: str, value: str) -> str:
+    """Index rows of versions carrying tag key=value (hashed: tag values are free text)."""
+    return f"{SEARCH_TAG_PREFIX}{_digest32(f'{key}={value}')}~"
+
+
+def search_status_prefix(status: str) -> str:
+    return f"{SEARCH_STATUS_PREFIX}{status}~"
+
+
+def search_row(prefix: str, experiment_id: str, version: int) -> str:
+    return f"{prefix}{experiment_id}~{_inverted(version)}"
+
+
+def search_manifest_row(experiment_id: str, version: int) -> str:
+    """Which index rows a version has, and the change of the version they reflect."""
+    return f"{SEARCH_MANIFEST_PREFIX}{experiment_id}~{_inverted(version)}"
 
 
 def encode_cursor(row: str) -> str:

@@ -10,6 +10,7 @@ recognised by the request token in its event row, so the command is not applied 
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import uuid
 from collections import OrderedDict
@@ -29,6 +30,7 @@ V = TypeVar("V")
 R = TypeVar("R")
 
 DEFAULT_SOURCE = "urn:modelrepo:unnamed"
+SCAN_BUDGET = 1000  # rows a filtered page may read when no index serves its filter
 REMEMBERED = 4096
 
 
@@ -74,6 +76,7 @@ class Context:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     now: Callable[[], datetime] = utc_now
     source: str = DEFAULT_SOURCE
+    default_approval: str = "pending"  # the approval status new versions start with (ApprovalStatus)
     # Called with a partition after each commit that appended events to it (dispatchers listen).
     committed: list[Callable[[str], None]] = field(default_factory=list)
     memory: dict[str, Remembered[Any, Any]] = field(default_factory=dict)
@@ -170,7 +173,7 @@ class UnitOfWork:
         `outbox.CloudEvent` validates it wherever it is read.
         """
         sequence = int(self.counter.get("sequence", 0)) + 1
-        self.set_counter(sequence=sequence)
+        self.set_counter(sequence=sequence, updatedAt=self._time, createdAt=self.counter.get("createdAt", self._time))
         event = {
             "specversion": "1.0",
             "id": uuid.uuid4().hex,
@@ -187,6 +190,16 @@ class UnitOfWork:
         self.create(tables.event_row(sequence), document)
         self.events.append(sequence)
         return sequence
+
+    def replace_event_data(self, data: Mapping[str, Any]) -> None:
+        """Set the data of the event just emitted (when the record it carries depends on the
+        counter values that emitting set, such as the experiment's updatedAt)."""
+        row = tables.event_row(self.events[-1])
+        put = self._writes[row]
+        assert isinstance(put, Put)
+        document = dict(put.data)
+        document["event"] = {**document["event"], "data": data}
+        self._writes[row] = Put(put.partition, row, document, if_absent=True)
 
     def _stage(self, write: Write) -> None:
         if write.row in self._writes:
@@ -221,8 +234,10 @@ class UnitOfWork:
         writes = self.writes()
         if self._read.get(tables.COUNTER_ROW, False) is None and (index := tables.index_put(self.partition)):
             # The partition's first change: list it first, so sweeps and dispatchers find it even if
-            # the process dies right after the commit (the index row is idempotent).
-            self.ctx.metadata.transact([index])
+            # the process dies right after the commit. Created only if absent: a projection may
+            # already have written a summary there.
+            with contextlib.suppress(ConditionFailed):
+                self.ctx.metadata.transact([index])
         self.ctx.metadata.transact(writes)
 
 
@@ -284,6 +299,41 @@ def page(
     if len(items) > limit:
         return items[:limit], tables.encode_cursor(items[limit - 1].row)
     return items, None
+
+
+def filtered_page(
+    metadata: MetadataStore,
+    partition: str,
+    prefix: str,
+    limit: int,
+    cursor: str | None,
+    keep: Callable[[Item], bool],
+    budget: int = SCAN_BUDGET,
+) -> tuple[list[Item], str | None]:
+    """A page of the rows `keep` accepts, reading at most `budget` rows for it.
+
+    Without an index for a filter the rows must be read to be judged: when most rows pass, this is
+    one query of `limit + 1`, like `page`; when few pass, the page reads on to `budget` rows and may
+    hold fewer than `limit` items while still returning a cursor to go on from.
+    """
+    check_limit(limit)
+    after = tables.decode_cursor(cursor, prefix) if cursor else None
+    kept: list[Item] = []
+    scanned = 0
+    while True:
+        want = min(limit - len(kept) + 1, budget - scanned)
+        items = metadata.query(partition, prefix, after=after, limit=want)
+        scanned += len(items)
+        for item in items:
+            if keep(item):
+                if len(kept) == limit:
+                    return kept, tables.encode_cursor(kept[-1].row)
+                kept.append(item)
+            after = item.row
+        if len(items) < want:
+            return kept, None
+        if scanned >= budget:
+            return kept, tables.encode_cursor(after) if after else None
 
 
 def query_all(metadata: MetadataStore, partition: str, prefix: str, page_size: int = 1000) -> list[Item]:

@@ -158,8 +158,9 @@ def test_throttling_is_retried_until_it_passes(artifacts: MemoryArtifactStore) -
     store.fault = throttle
     before = store.transactions
     assert repo.register_model("exp1", artifact.run_artifact_id, "alice").version == 1
-    # Four refusals, then the experiment's index row (written before its first change) and the registration.
-    assert store.transactions - before == 6
+    # Four refusals, then the pin's lease, the experiment's index row (written before its first change)
+    # and the registration.
+    assert store.transactions - before == 7
 
 
 def test_endless_contention_ends_in_busy_at_the_deadline_with_nothing_written(artifacts: MemoryArtifactStore) -> None:

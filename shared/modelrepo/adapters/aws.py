@@ -309,6 +309,21 @@ class S3ArtifactStore(ArtifactStore):
             if not isinstance(problem, ObjectMissing):
                 raise problem from None
 
+    def list_pinned(self, *, after: str | None = None, limit: int = 1000) -> tuple[tuple[str, ...], str | None]:
+        arguments: dict[str, Any] = {
+            "Bucket": self.registry_bucket,
+            "Prefix": REGISTRY_PREFIX,
+            "MaxKeys": min(limit, 1000),
+        }
+        if after is not None:
+            arguments["StartAfter"] = self.registry_key(after)
+        try:
+            page = self._client.list_objects_v2(**arguments)
+        except (ClientError, BotoCoreError) as error:
+            raise _s3_error(error, "listing the registry") from None
+        digests = tuple(item["Key"].removeprefix(REGISTRY_PREFIX) for item in page.get("Contents", []))
+        return digests, digests[-1] if page.get("IsTruncated") and digests else None
+
     def pinned_link(self, digest: str, *, filename: str, expires_seconds: int) -> str | None:
         """A presigned GET that names the file; it expires, and the bucket itself stays private."""
         try:

@@ -480,6 +480,15 @@ class AzureBlobArtifactStore(ArtifactStore):
         with _storage_errors(f"discarding pinned {digest}"), suppress(ResourceNotFoundError):
             self._pinned(digest).delete_blob()
 
+    def list_pinned(self, *, after: str | None = None, limit: int = 1000) -> tuple[tuple[str, ...], str | None]:
+        """`after` is the service's continuation token of the previous page."""
+        with _storage_errors("listing the registry"):
+            pages = self._registry.list_blobs(name_starts_with=REGISTRY_PREFIX, results_per_page=min(limit, 5000))
+            page = pages.by_page(continuation_token=after)
+            digests = tuple(blob.name.removeprefix(REGISTRY_PREFIX) for blob in next(page, []))
+            token: str | None = getattr(page, "continuation_token", None)  # set by the SDK's page iterator
+            return digests, token or None
+
     def pinned_link(self, digest: str, *, filename: str, expires_seconds: int) -> str | None:
         target = self._pinned(digest)
         disposition = f"attachment; filename*=UTF-8''{quote(filename)}"

@@ -267,6 +267,20 @@ class FolderArtifactStore(ArtifactStore):
     def discard_pinned(self, digest: str) -> None:
         self._pinned_path(digest).unlink(missing_ok=True)
 
+    def list_pinned(self, *, after: str | None = None, limit: int = 1000) -> tuple[tuple[str, ...], str | None]:
+        digests: list[str] = []
+        root = Path(self._pinned_root)
+        for folder in sorted(root.iterdir()) if root.is_dir() else []:
+            if not folder.is_dir() or (after is not None and folder.name < after[:2]):
+                continue
+            digests.extend(
+                p.name for p in folder.iterdir() if _SHA256_HEX.fullmatch(p.name) and (after is None or p.name > after)
+            )
+            if len(digests) > limit:
+                break
+        digests.sort()
+        return tuple(digests[:limit]), digests[limit - 1] if len(digests) > limit else None
+
 
 class FolderDeadLetterQueue(DeadLetterQueue):
     """The local runtime's dead letters: one JSON file per upload the watcher gave up on."""

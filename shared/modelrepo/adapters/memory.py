@@ -128,6 +128,11 @@ class MemoryArtifactStore(ArtifactStore):
         with self._lock:
             self._pinned.pop(digest, None)
 
+    def list_pinned(self, *, after: str | None = None, limit: int = 1000) -> tuple[tuple[str, ...], str | None]:
+        with self._lock:
+            digests = sorted(d for d in self._pinned if after is None or d > after)
+        return tuple(digests[:limit]), digests[limit - 1] if len(digests) > limit else None
+
     def replace_raw(self, key: str, content: bytes, **fields: Any) -> ObjectInfo:
         """Test hook: store bytes under a chosen ObjectInfo (e.g. an ETag that lies)."""
         info = ObjectInfo(

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from modelrepo import outbox, tables
+from modelrepo.commands.lifecycle import check_deployable
 from modelrepo.errors import NotFound, Unprocessable
 from modelrepo.limits import check_version
-from modelrepo.model import Deployment, Record, check_actor, check_experiment_id, check_target
+from modelrepo.model import Deployment, Record, RegisteredModel, check_actor, check_experiment_id, check_target
 from modelrepo.unit_of_work import Context, UnitOfWork, execute, page, query_all
 
 
@@ -27,8 +28,7 @@ def deploy(ctx: Context, experiment_id: str, version: int, target: str, deployed
     check_actor(deployed_by)
 
     def command(uow: UnitOfWork) -> Deployment:
-        if uow.get(tables.version_row(version)) is None:
-            raise NotFound(f"experiment {experiment_id!r} has no version {version}")
+        check_deployable(uow, experiment_id, target, _version(uow, experiment_id, version))
         return _move(uow, experiment_id, target, version, deployed_by, rollback=False)
 
     partition = tables.experiment_partition(experiment_id)
@@ -45,10 +45,19 @@ def rollback(ctx: Context, experiment_id: str, target: str, deployed_by: str) ->
         current = _current(uow, experiment_id, target)
         if current.previous_version is None:
             raise Unprocessable(f"target {target!r} of {experiment_id!r} has no earlier deployment to roll back to")
-        return _move(uow, experiment_id, target, current.previous_version, deployed_by, rollback=True)
+        previous = _version(uow, experiment_id, current.previous_version)
+        check_deployable(uow, experiment_id, target, previous)
+        return _move(uow, experiment_id, target, previous.version, deployed_by, rollback=True)
 
     partition = tables.experiment_partition(experiment_id)
     return execute(ctx, partition, f"rolling back {target!r} of {experiment_id!r}", command)
+
+
+def _version(uow: UnitOfWork, experiment_id: str, version: int) -> RegisteredModel:
+    item = uow.get(tables.version_row(version))
+    if item is None:
+        raise NotFound(f"experiment {experiment_id!r} has no version {version}")
+    return RegisteredModel.model_validate(item.data["model"])
 
 
 def _current(uow: UnitOfWork, experiment_id: str, target: str) -> Deployment:

@@ -2,39 +2,80 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import weakref
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import BinaryIO
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, BinaryIO
 
-from modelrepo import outbox, tables
+from modelrepo import collect, outbox, tables
 from modelrepo.batching import GroupCommit, Ticket
 from modelrepo.commands.uploads import get_artifact, sha256_of
-from modelrepo.errors import Busy, Conflict, NotFound, ObjectChanged, ObjectMissing, Unprocessable
+from modelrepo.errors import Busy, Conflict, Gone, NotFound, ObjectChanged, ObjectMissing, Unprocessable
 from modelrepo.limits import check_idempotency_key, check_version
 from modelrepo.model import (
+    Approval,
+    ApprovalStatus,
+    Lineage,
     Page,
+    Record,
     RegisteredModel,
     RunArtifact,
     check_actor,
     check_description,
     check_experiment_id,
+    check_metrics,
+    check_params,
+    check_signature,
 )
 from modelrepo.ports import MAX_WRITES_PER_TRANSACTION, Item
-from modelrepo.unit_of_work import Context, UnitOfWork, execute, page
+from modelrepo.unit_of_work import Context, UnitOfWork, execute, filtered_page
 
 PIN_LOCK_STRIPES = 64
+
+
+# A batch's transaction stays well below the clouds' 4 MB per transaction (version and event rows
+# each carry the version's metadata, whose signature alone may be 64 KiB).
+BATCH_BYTES = 2 * 1024 * 1024
+
+
+class VersionMetadata(Record):
+    """What a version says about itself beyond its bytes; metrics, params and signature are
+    write-once (set at registration, or once later if they were not), the rest may change."""
+
+    description: str | None = None
+    metrics: dict[str, float] | None = None
+    params: dict[str, str] | None = None
+    signature: dict[str, Any] | None = None
+    lineage: Lineage | None = None
+
+    def checked(self) -> VersionMetadata:
+        if self.description is not None:
+            check_description(self.description)
+        if self.metrics is not None:
+            check_metrics(self.metrics)
+        if self.params is not None:
+            check_params(self.params)
+        if self.signature is not None:
+            check_signature(self.signature)
+        return self
+
+    def fields(self) -> dict[str, Any]:
+        """The fields given, as RegisteredModel attributes."""
+        return {name: value for name, value in self if value is not None}
 
 
 @dataclass
 class Registration:
     artifact: RunArtifact
     registered_by: str
-    description: str | None
     idempotency_key: str | None
+    metadata: VersionMetadata = field(default_factory=VersionMetadata)
+    leased_at: datetime | None = None  # when its bytes' lease was taken (None: tests that build one by hand)
 
     def model(self, version: int, uow: UnitOfWork) -> RegisteredModel:
         return RegisteredModel(
@@ -45,15 +86,22 @@ class Registration:
             artifact_name=self.artifact.name,
             registered_by=self.registered_by,
             registered_at=uow.now,
-            description=self.description,
             sha256=self.artifact.sha256,
             size=self.artifact.size,
+            approval=Approval(status=ApprovalStatus(uow.ctx.default_approval)),
+            **self.metadata.fields(),
         )
 
     @property
     def writes(self) -> int:
         """Rows one registration adds to the batch's transaction: version, event, idempotency key."""
         return 3 if self.idempotency_key is not None else 2
+
+    @property
+    def weight(self) -> int:
+        """Bytes it adds to the batch's transaction, roughly: its metadata twice (version, event)."""
+        extra = len(json.dumps(self.metadata.signature)) if self.metadata.signature else 0
+        return 2 * (2048 + extra)
 
 
 def version_subject(experiment_id: str, version: int) -> str:
@@ -79,6 +127,7 @@ class Registrations:
         registered_by: str,
         description: str | None = None,
         idempotency_key: str | None = None,
+        metadata: VersionMetadata | None = None,
     ) -> RegisteredModel:
         """Give a run artifact the experiment's next version, by optimistic concurrency.
 
@@ -89,8 +138,10 @@ class Registrations:
         """
         check_experiment_id(experiment_id)
         check_actor(registered_by)
-        if description is not None:
-            check_description(description)
+        metadata = (metadata or VersionMetadata()).model_copy(
+            update={"description": description} if description is not None else {}
+        )
+        metadata.checked()
         if idempotency_key is not None:
             check_idempotency_key(idempotency_key)
         artifact = get_artifact(self.ctx, run_artifact_id)
@@ -104,8 +155,8 @@ class Registrations:
             item = self.ctx.metadata.get(partition, tables.idempotency_row(idempotency_key))
             if (earlier := _replay(self.ctx, partition, idempotency_key, artifact, item)) is not None:
                 return earlier
-        self.pin(artifact)
-        return self._queue(partition).submit(Registration(artifact, registered_by, description, idempotency_key))
+        leased = self.pin(artifact)
+        return self._queue(partition).submit(Registration(artifact, registered_by, idempotency_key, metadata, leased))
 
     def _queue(self, partition: str) -> GroupCommit[Registration, RegisteredModel]:
         with self._guard:
@@ -137,16 +188,24 @@ class Registrations:
                         continue
                     if earlier is not None:
                         settled[index] = earlier
-            latest = int(uow.counter.get("latest", 0))
+            counter = uow.counter
+            latest = int(counter.get("latest", 0))
+            count = int(counter.get("versionCount", latest))
             for index, ticket in enumerate(batch):
                 if index in settled:
                     continue
                 request = ticket.payload
+                if request.leased_at is not None:
+                    try:
+                        collect.check_lease(self.ctx, request.leased_at, uow.now)
+                    except Busy as stale:
+                        settled[index] = stale
+                        continue
                 latest += 1
+                count += 1
                 model = request.model(latest, uow)
                 wire = model.to_json()
-                uow.create(tables.version_row(latest), {"model": wire})
-                uow.emit(
+                sequence = uow.emit(
                     outbox.VERSION_REGISTERED,
                     version_subject(model.experiment_id, latest),
                     wire,
@@ -155,6 +214,7 @@ class Registrations:
                     about=f"version {latest}",
                     details={"runArtifactId": request.artifact.run_artifact_id, "sha256": request.artifact.sha256},
                 )
+                uow.create(tables.version_row(latest), {"model": wire, "sequence": sequence})
                 if request.idempotency_key is not None:
                     uow.create(
                         tables.idempotency_row(request.idempotency_key),
@@ -162,7 +222,7 @@ class Registrations:
                     )
                 settled[index] = model
             if uow.events:
-                uow.set_counter(latest=latest)
+                uow.set_counter(latest=latest, latestLive=latest, versionCount=count)
             return settled
 
         try:
@@ -178,21 +238,30 @@ class Registrations:
             else:
                 ticket.resolve(outcome)
 
-    def pin(self, artifact: RunArtifact) -> None:
+    def pin(self, artifact: RunArtifact) -> datetime:
         """Make sure the artifact's bytes are in the registry, where no re-upload or delete can
-        reach them. Once per digest in this process: registrations of one new artifact arriving
-        together wait for one copy instead of each making its own, and later ones skip even the
-        registry's check (a file system call, where 32 threads queue for the GIL again), since
-        pinned bytes never change."""
+        reach them, under a fresh lease (`modelrepo.collect`); returns the lease's time.
+
+        Once per digest and half-lease in this process: registrations of one new artifact arriving
+        together wait for one lease and one copy instead of each making its own, and later ones skip
+        even the registry's check (a file system call, where 32 threads queue for the GIL again)."""
         digest = artifact.sha256
-        if self._pinned.get(digest):
-            return
+        if (leased := self._fresh_lease(digest)) is not None:
+            return leased
         with self._pin_locks[hash(digest) % PIN_LOCK_STRIPES]:
-            if self._pinned.get(digest):
-                return
+            if (leased := self._fresh_lease(digest)) is not None:
+                return leased
+            leased = collect.lease(self.ctx, digest)
             if not self.ctx.artifacts.has_pinned(digest):
                 _copy_into_registry(self.ctx, artifact)
-            self._pinned.put(digest, True)
+            self._pinned.put(digest, leased)
+            return leased
+
+    def _fresh_lease(self, digest: str) -> datetime | None:
+        leased: datetime | None = self._pinned.get(digest)
+        if leased is not None and self.ctx.now() - leased < collect.LEASE / 4:
+            return leased
+        return None
 
 
 def _next_batch(queue: deque[Ticket[Registration, RegisteredModel]]) -> list[Ticket[Registration, RegisteredModel]]:
@@ -200,16 +269,18 @@ def _next_batch(queue: deque[Ticket[Registration, RegisteredModel]]) -> list[Tic
     transaction; a second request with an Idempotency-Key already in the batch waits its turn."""
     batch = [queue.popleft()]
     room = MAX_WRITES_PER_TRANSACTION - 1 - batch[0].payload.writes
+    budget = BATCH_BYTES - batch[0].payload.weight
     keys = {batch[0].payload.idempotency_key} - {None}
     for ticket in list(queue):
         request = ticket.payload
-        if request.writes > room:
+        if request.writes > room or request.weight > budget:
             break
         if request.idempotency_key is not None and request.idempotency_key in keys:
             continue
         queue.remove(ticket)
         batch.append(ticket)
         room -= request.writes
+        budget -= request.weight
         if request.idempotency_key is not None:
             keys.add(request.idempotency_key)
     return batch
@@ -267,11 +338,51 @@ def _version(ctx: Context, partition: str, version: int, experiment_id: str) -> 
     return RegisteredModel.model_validate(version_item(ctx, partition, version, experiment_id).data["model"])
 
 
-def list_models(ctx: Context, experiment_id: str, *, limit: int, cursor: str | None = None) -> Page[RegisteredModel]:
-    """Versions newest first; each page costs one bounded query whatever the total."""
+@dataclass(frozen=True)
+class VersionFilter:
+    """Which versions a listing shows. By default: every version neither archived nor deleted."""
+
+    status: ApprovalStatus | None = None
+    tags: tuple[tuple[str, str], ...] = ()
+    registered_after: datetime | None = None
+    registered_before: datetime | None = None
+    archived: bool = False  # show archived versions too
+    deleted: bool = False  # show deleted versions (tombstones) too
+
+    def keeps(self, model: RegisteredModel) -> bool:
+        if model.deleted is not None and not self.deleted:
+            return False
+        if model.archived_at is not None and not self.archived:
+            return False
+        if self.status is not None and model.approval.status is not self.status:
+            return False
+        if any(model.tags.get(key) != value for key, value in self.tags):
+            return False
+        if self.registered_after is not None and model.registered_at <= self.registered_after:
+            return False
+        return self.registered_before is None or model.registered_at < self.registered_before
+
+
+def list_models(
+    ctx: Context,
+    experiment_id: str,
+    *,
+    limit: int,
+    cursor: str | None = None,
+    where: VersionFilter | None = None,
+) -> Page[RegisteredModel]:
+    """Versions newest first. Unfiltered, a page is one bounded query whatever the total; filters
+    read the versions in order and judge each (no index serves them), at most SCAN_BUDGET per page."""
     check_experiment_id(experiment_id)
-    items, next_cursor = page(
-        ctx.metadata, tables.experiment_partition(experiment_id), tables.VERSION_PREFIX, limit, cursor
+    where = where or VersionFilter()
+    partition = tables.experiment_partition(experiment_id)
+    items, next_cursor = filtered_page(
+        ctx.metadata,
+        partition,
+        tables.VERSION_PREFIX,
+        limit,
+        cursor,
+        lambda item: where.keeps(RegisteredModel.model_validate(item.data["model"])),
     )
     return Page[RegisteredModel](
         items=[RegisteredModel.model_validate(i.data["model"]) for i in items], next_cursor=next_cursor
@@ -285,17 +396,30 @@ def get_model(ctx: Context, experiment_id: str, version: int) -> RegisteredModel
 
 
 def latest_model(ctx: Context, experiment_id: str) -> RegisteredModel:
+    """The newest version that is neither archived nor deleted."""
     check_experiment_id(experiment_id)
-    items = ctx.metadata.query(tables.experiment_partition(experiment_id), tables.VERSION_PREFIX, limit=1)
-    if not items:
+    partition = tables.experiment_partition(experiment_id)
+    counter = ctx.metadata.get(partition, tables.COUNTER_ROW)
+    if counter is None or not counter.data.get("latest"):
         raise NotFound(f"experiment {experiment_id!r} has no registered versions")
-    return RegisteredModel.model_validate(items[0].data["model"])
+    latest = int(counter.data.get("latestLive", counter.data["latest"]))
+    if not latest:
+        raise NotFound(f"experiment {experiment_id!r} has no live versions: each is archived or deleted")
+    return _version(ctx, partition, latest, experiment_id)
+
+
+def live_model(ctx: Context, experiment_id: str, version: int) -> RegisteredModel:
+    """A version whose bytes may be served: a deleted version's are gone (410)."""
+    model = get_model(ctx, experiment_id, version)
+    if model.deleted is not None:
+        raise Gone(f"version {version} of {experiment_id!r} was deleted at {model.deleted.at.isoformat()}")
+    return model
 
 
 @contextmanager
 def open_model(ctx: Context, experiment_id: str, version: int) -> Iterator[tuple[RegisteredModel, BinaryIO]]:
     """The registered version and a stream of its pinned bytes."""
-    model = get_model(ctx, experiment_id, version)
+    model = live_model(ctx, experiment_id, version)
     with ctx.artifacts.open_pinned(model.sha256) as stream:
         yield model, stream
 
@@ -304,6 +428,6 @@ def download_link(
     ctx: Context, experiment_id: str, version: int, *, expires_seconds: int = 900
 ) -> tuple[RegisteredModel, str | None]:
     """The version and a time-limited link to its bytes, if the store can issue one."""
-    model = get_model(ctx, experiment_id, version)
+    model = live_model(ctx, experiment_id, version)
     filename = model.artifact_name.rsplit("/", 1)[-1]
     return model, ctx.artifacts.pinned_link(model.sha256, filename=filename, expires_seconds=expires_seconds)

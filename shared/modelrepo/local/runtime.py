@@ -7,7 +7,7 @@ import threading
 
 from modelrepo.adapters.folder import FolderArtifactStore, FolderDeadLetterQueue
 from modelrepo.errors import InvalidInput
-from modelrepo.local.bootstrap import build_api, build_deliveries, build_repository
+from modelrepo.local.bootstrap import build_api, build_repository, build_workers
 from modelrepo.local.server import ApiServer
 from modelrepo.local.watcher import DropFolderWatcher
 from modelrepo.settings import LocalSettings
@@ -29,7 +29,7 @@ class LocalRuntime:
         assert isinstance(store, FolderArtifactStore)
         self.dead_letters = FolderDeadLetterQueue(settings.dead_letters)
         self.watcher = DropFolderWatcher(store, self.repository.record_artifact, self.dead_letters)
-        self.deliveries = build_deliveries(settings, self.repository)
+        self.deliveries = build_workers(settings, self.repository)
         self._thread: threading.Thread | None = None
 
     @property
