@@ -612,9 +612,6 @@ class Api:
         )
         return json_response(200, _page(page))
 
-    def latest_model(self, params: dict[str, str], request: Request) -> Response:
-        return json_response(200, self.repository.latest_model(params["experimentId"]).to_json())
-
     def model(self, params: dict[str, str], request: Request) -> Response:
         return json_response(200, self.repository.get_model(params["experimentId"], self._version(params)).to_json())
 
@@ -825,7 +822,6 @@ ROUTES: tuple[Route, ...] = (
         answer=Page[RegisteredModel],
         params=(*PAGED, *VERSION_FILTERS),
     ),
-    Route("GET", EXPERIMENT + "/models/latest", Api.latest_model, "The newest version", answer=RegisteredModel),
     Route("GET", VERSION, Api.model, "One version", answer=RegisteredModel),
     Route("PATCH", VERSION, Api.patch_model, "Update a version's metadata", PatchVersionBody, RegisteredModel),
     Route(

@@ -30,6 +30,7 @@ from modelrepo.backends import BACKENDS, open_backend
 from modelrepo.dispatch import ParkedDelivery, parked_deliveries, retry_now
 from modelrepo.errors import InvalidInput, ModelRepoError
 from modelrepo.events import ObjectCreated
+from modelrepo.limits import parse_version
 from modelrepo.model import ArtifactKey
 from modelrepo.ports import DeadLetter
 from modelrepo.recovery import Reconciler, replay_dead_letters
@@ -115,11 +116,13 @@ def _call(
     return response
 
 
-def _all_pages(transport: Transport, path: str, limit: int) -> list[dict[str, Any]]:
+def _all_pages(
+    transport: Transport, path: str, limit: int, filters: dict[str, str] | None = None
+) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = []
     cursor: str | None = None
     while len(items) < limit:
-        query = {"limit": str(min(1000, limit - len(items)))}
+        query = {**(filters or {}), "limit": str(min(1000, limit - len(items)))}
         if cursor:
             query["cursor"] = cursor
         page = _call(transport, "GET", path, query=query).json()
@@ -147,10 +150,55 @@ def run_command(args: argparse.Namespace, transport: Transport, show: Printer) -
         }
         if args.description is not None:
             body["description"] = args.description
+        body.update(_metadata_arguments(args))
         headers = {"idempotency-key": args.idempotency_key} if args.idempotency_key else {}
         show(_call(transport, "POST", _path("register"), body, headers=headers).json(), "model")
     elif command == "versions":
-        show(_all_pages(transport, _path("experiments", args.experiment, "models"), args.limit), "model")
+        filters = _pairs(args.tag, "--tag", prefix="tag.")
+        if args.status:
+            filters["status"] = args.status
+        filters.update({flag: "true" for flag in ("archived", "deleted") if getattr(args, flag)})
+        show(_all_pages(transport, _path("experiments", args.experiment, "models"), args.limit, filters), "model")
+    elif command == "experiments":
+        filters = {"prefix": args.prefix} if args.prefix else {}
+        show(_all_pages(transport, _path("experiments"), args.limit, filters), "experiment")
+    elif command == "describe":
+        path = _path("experiments", args.experiment)
+        if args.set is None:
+            show(_call(transport, "GET", path).json(), "experiment")
+        else:
+            show(_call(transport, "PATCH", path, {"description": args.set, "by": _by(args)}).json(), "experiment")
+    elif command in ("approve", "reject"):
+        body = {"status": "approved" if command == "approve" else "rejected", "by": args.by}
+        if args.comment is not None:
+            body["comment"] = args.comment
+        path = _path("experiments", args.experiment, "models", args.version, "approval")
+        show(_call(transport, "POST", path, body).json(), "model")
+    elif command in ("archive", "restore"):
+        path = _path("experiments", args.experiment, "models", args.version, command)
+        show(_call(transport, "POST", path, {"by": args.by}).json(), "model")
+    elif command == "delete":
+        query = {"by": args.by, **({"reason": args.reason} if args.reason else {})}
+        path = _path("experiments", args.experiment, "models", args.version)
+        show(_call(transport, "DELETE", path, query=query).json(), "model")
+    elif command == "update":
+        body = {**_metadata_arguments(args), "by": args.by}
+        if args.description is not None:
+            body["description"] = args.description
+        path = _path("experiments", args.experiment, "models", args.version)
+        show(_call(transport, "PATCH", path, body).json(), "model")
+    elif command == "search":
+        filters = _pairs(args.tag, "--tag", prefix="tag.")
+        if args.status:
+            filters["status"] = args.status
+        show(_all_pages(transport, _path("search", "models"), args.limit, filters), "model")
+    elif command == "target":
+        path = _path("experiments", args.experiment, "targets", args.target)
+        if args.require_approval is None:
+            show(_call(transport, "GET", path).json(), "target")
+        else:
+            body = {"requireApproval": args.require_approval, "by": _by(args)}
+            show(_call(transport, "PUT", path, body).json(), "target")
     elif command == "show":
         show(_call(transport, "GET", _path("experiments", args.experiment, "models", args.version)).json(), "model")
     elif command == "tag":
@@ -161,7 +209,12 @@ def run_command(args: argparse.Namespace, transport: Transport, show: Printer) -
         path = _path("experiments", args.experiment, "models", args.version, "tags", args.key)
         show(_call(transport, "DELETE", path, query={"by": args.by}).json(), "model")
     elif command == "deploy":
-        body = {"version": _version_number(args.version), "target": args.target, "deployedBy": args.by}
+        version = _version_number(args.version)
+        if version is None:  # @target or latest: what it names right now
+            version = _call(transport, "GET", _path("experiments", args.experiment, "models", args.version)).json()[
+                "version"
+            ]
+        body = {"version": version, "target": args.target, "deployedBy": args.by}
         show(_call(transport, "POST", _path("experiments", args.experiment, "deployments"), body).json(), "deployment")
     elif command == "rollback":
         path = _path("experiments", args.experiment, "deployments", args.target, "rollback")
@@ -265,10 +318,57 @@ def _letter_row(letter: DeadLetter) -> dict[str, Any]:
     }
 
 
-def _version_number(raw: str) -> int:
-    if not raw.isdigit():
-        raise CommandFailed(f"version {raw!r} must be a positive integer")
-    return int(raw)
+def _version_number(raw: str) -> int | None:
+    """A version number, or None for `latest` and `@<target>`, which the service resolves."""
+    if raw == "latest" or raw.startswith("@"):
+        return None
+    try:
+        return parse_version(raw)
+    except InvalidInput as error:
+        raise CommandFailed(f"{error.detail}, `latest` or @<target>") from None
+
+
+def _by(args: argparse.Namespace) -> str:
+    if not args.by:
+        raise CommandFailed("say who makes the change with --by")
+    return str(args.by)
+
+
+def _pairs(values: Sequence[str] | None, option: str, *, prefix: str = "") -> dict[str, str]:
+    """NAME=VALUE arguments (repeatable options) as a dict."""
+    pairs: dict[str, str] = {}
+    for value in values or ():
+        name, sep, rest = value.partition("=")
+        if not sep or not name:
+            raise CommandFailed(f"{option} {value!r} must be NAME=VALUE")
+        pairs[prefix + name] = rest
+    return pairs
+
+
+def _metadata_arguments(args: argparse.Namespace) -> dict[str, Any]:
+    """Version metadata from the command line (register and update)."""
+    body: dict[str, Any] = {}
+    metrics = _pairs(args.metric, "--metric")
+    if metrics:
+        try:
+            body["metrics"] = {name: float(value) for name, value in metrics.items()}
+        except ValueError:
+            raise CommandFailed("--metric values must be numbers, e.g. --metric auc=0.91") from None
+    if params := _pairs(args.param, "--param"):
+        body["params"] = params
+    if args.signature is not None:
+        try:
+            body["signature"] = json.loads(Path(args.signature).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            raise CommandFailed(f"--signature {args.signature}: cannot read a JSON object ({error})") from None
+    lineage = {
+        key: value
+        for key, value in (("sourceCommit", args.source_commit), ("datasets", args.dataset), ("notes", args.notes))
+        if value
+    }
+    if lineage:
+        body["lineage"] = lineage
+    return body
 
 
 def _download(transport: Transport, experiment: str, version: str, dest: Path, force: bool) -> dict[str, Any]:
@@ -324,7 +424,7 @@ def upload(
         raise CommandFailed(error.detail) from None
     if not source.is_file():
         raise CommandFailed(f"{source} is not a readable file")
-    repository = build_repository(settings)
+    repository = build_repository(settings, project_inline=True)
     try:
         with source.open("rb") as data:
             size = source.stat().st_size
@@ -361,6 +461,7 @@ VIEWS: dict[str, tuple[tuple[str, str], ...]] = {
         ("registeredBy", "by"),
         ("registeredAt", "registered"),
         ("sha256", "sha256"),
+        ("approval", "approval"),
         ("tags", "tags"),
         ("description", "description"),
     ),
@@ -373,6 +474,15 @@ VIEWS: dict[str, tuple[tuple[str, str], ...]] = {
     ),
     "audit": (("at", "at"), ("actor", "actor"), ("action", "action"), ("subject", "subject")),
     "download": (("path", "path"), ("size", "size"), ("sha256", "sha256")),
+    "experiment": (
+        ("experimentId", "experiment"),
+        ("latestVersion", "latest"),
+        ("versionCount", "versions"),
+        ("description", "description"),
+        ("tags", "tags"),
+        ("updatedAt", "updated"),
+    ),
+    "target": (("target", "target"), ("requireApproval", "approval required"), ("updatedBy", "by")),
     "event": (("sequence", "seq"), ("type", "type"), ("subject", "subject"), ("actor", "actor"), ("time", "time")),
     "sweep": (
         ("objectsScanned", "objects"),
@@ -380,6 +490,8 @@ VIEWS: dict[str, tuple[tuple[str, str], ...]] = {
         ("rejected", "rejected"),
         ("runsChecked", "runs"),
         ("vanished", "vanished"),
+        ("indexed", "indexed"),
+        ("released", "released"),
         ("complete", "complete"),
     ),
     "letter": (
@@ -434,6 +546,18 @@ def print_json(payload: Any, view: str) -> None:
 # --- argument parsing ----------------------------------------------------------------------------
 
 
+STATUSES = ("pending", "approved", "rejected")
+
+
+def _metadata_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--metric", action="append", metavar="NAME=NUMBER", help="repeatable")
+    parser.add_argument("--param", action="append", metavar="NAME=VALUE", help="repeatable")
+    parser.add_argument("--signature", metavar="FILE", help="a JSON file (e.g. MLflow's input/output schema)")
+    parser.add_argument("--source-commit")
+    parser.add_argument("--dataset", action="append", metavar="URI", help="repeatable")
+    parser.add_argument("--notes")
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -474,12 +598,68 @@ def build_parser() -> argparse.ArgumentParser:
     reg.add_argument("--by", required=True)
     reg.add_argument("--description")
     reg.add_argument("--idempotency-key")
+    _metadata_options(reg)
 
     versions = command("versions", "list an experiment's versions, newest first")
     versions.add_argument("experiment")
     versions.add_argument("--limit", type=int, default=50)
+    versions.add_argument("--status", choices=STATUSES, help="only versions with this approval")
+    versions.add_argument("--tag", action="append", metavar="KEY=VALUE", help="only versions with this tag")
+    versions.add_argument("--archived", action="store_true", help="show archived versions too")
+    versions.add_argument("--deleted", action="store_true", help="show deleted versions too")
 
-    show = command("show", "show one version ('latest' for the newest)")
+    experiments = command("experiments", "list the experiments (models)")
+    experiments.add_argument("--prefix", help="only ids starting with this")
+    experiments.add_argument("--limit", type=int, default=100)
+
+    describe = command("describe", "show an experiment, or set its description with --set")
+    describe.add_argument("experiment")
+    describe.add_argument("--set", metavar="DESCRIPTION")
+    describe.add_argument("--by")
+
+    for name, what in (("approve", "approve a version"), ("reject", "reject a version")):
+        decide = command(name, what)
+        decide.add_argument("experiment")
+        decide.add_argument("version", help="a number, latest, or @target")
+        decide.add_argument("--by", required=True)
+        decide.add_argument("--comment")
+
+    for name, what in (
+        ("archive", "archive a version (it leaves latest and listings)"),
+        ("restore", "restore an archived version"),
+    ):
+        lifecycle = command(name, what)
+        lifecycle.add_argument("experiment")
+        lifecycle.add_argument("version", help="a number, latest, or @target")
+        lifecycle.add_argument("--by", required=True)
+
+    delete = command("delete", "delete a version (a tombstone; its bytes are released)")
+    delete.add_argument("experiment")
+    delete.add_argument("version", help="a number, latest, or @target")
+    delete.add_argument("--by", required=True)
+    delete.add_argument("--reason")
+
+    update = command("update", "update a version's metadata (metrics, params, signature: once)")
+    update.add_argument("experiment")
+    update.add_argument("version", help="a number, latest, or @target")
+    update.add_argument("--by", required=True)
+    update.add_argument("--description")
+    _metadata_options(update)
+
+    search = command("search", "versions of every experiment by tag and approval")
+    search.add_argument("--tag", action="append", metavar="KEY=VALUE")
+    search.add_argument("--status", choices=STATUSES)
+    search.add_argument("--limit", type=int, default=100)
+
+    target = command("target", "show a target's rules, or require approval there")
+    target.add_argument("experiment")
+    target.add_argument("target")
+    rule = target.add_mutually_exclusive_group()
+    rule.add_argument("--require-approval", dest="require_approval", action="store_true", default=None)
+    rule.add_argument("--no-require-approval", dest="require_approval", action="store_false")
+    target.add_argument("--by")
+
+    show = command("show", "show one version (a number, latest, or @target)")
     show.add_argument("experiment")
     show.add_argument("version")
 
@@ -569,11 +749,8 @@ def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = Non
             run_command(args, OverHttp(settings.url, key), show)
         else:
             from modelrepo.local.bootstrap import build_api
-            from modelrepo.projections import indexer_listener
 
             api = build_api(settings)
-            # No serve process may be running to keep the index: project this command's changes now.
-            api.repository.on_commit(indexer_listener(api.repository.metadata))
             try:
                 run_command(args, InProcess(api), show)
             finally:

@@ -75,6 +75,8 @@ def test_reconcile_records_what_nobody_watched_and_flags_what_vanished(
         "rejected": 0,
         "runsChecked": 2,
         "vanished": 1,
+        "indexed": 2,  # the index follows the two changes this sweep made (the CLI indexed its upload)
+        "released": 0,
         "complete": True,
     }
     [late] = cli_json(root, capsys, "artifacts", "run2")

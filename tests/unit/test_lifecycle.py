@@ -347,3 +347,46 @@ def test_the_collector_never_takes_bytes_a_registration_has_leased(artifacts: Me
     assert artifacts.has_pinned(digest)
     assert repo.metadata.get(collect.PINS_PARTITION, collect.lease_row(digest)) is not None
     assert tables.EXPERIMENTS_PARTITION  # the mark phase read the (empty) experiments index
+
+
+def test_a_registration_waits_out_a_release_in_progress_and_pins_the_bytes_again(
+    artifacts: MemoryArtifactStore,
+) -> None:
+    """The other interleaving, made deterministic: the collector has claimed the digest and is
+    deleting its bytes when a registration of the same bytes arrives."""
+    import threading
+
+    clock = [EPOCH]
+    repo = ModelRepository(artifacts, MemoryMetadataStore(), retry=FAST_RETRY, now=lambda: clock[0])
+    first = record(repo, "exp1/run1/model.bin", b"weights").artifact
+    assert first is not None
+    repo.register_model("exp1", first.run_artifact_id, "alice")
+    repo.delete_version("exp1", 1, "bob")
+    clock[0] += collect.LEASE * 2
+    deleting, resume = threading.Event(), threading.Event()
+    discard = artifacts.discard_pinned
+
+    def slow_discard(digest: str) -> None:
+        deleting.set()
+        resume.wait(30)
+        discard(digest)
+
+    artifacts.discard_pinned = slow_discard  # type: ignore[method-assign]
+    collector = threading.Thread(target=collect.collect, args=(repo.context,))
+    collector.start()
+    assert deleting.wait(30), "the collector claimed the digest and is deleting its bytes"
+    second = record(repo, "exp2/run2/model.bin", b"weights").artifact
+    assert second is not None
+    registration: list[object] = []
+    registering = threading.Thread(
+        target=lambda: registration.append(repo.register_model("exp2", second.run_artifact_id, "carol"))
+    )
+    registering.start()
+    registering.join(0.2)
+    assert registration == [], "while the digest is claimed, the registration waits"
+    resume.set()
+    collector.join(30)
+    registering.join(30)
+    assert len(registration) == 1
+    with repo.open_model("exp2", 1) as (_, stream):
+        assert stream.read() == b"weights", "the bytes were pinned again after the release"

@@ -8,7 +8,7 @@ from modelrepo.adapters.folder import FolderArtifactStore
 from modelrepo.adapters.sqlite import SqliteMetadataStore
 from modelrepo.api import Api
 from modelrepo.dispatch import Dispatcher
-from modelrepo.projections import Indexer
+from modelrepo.projections import Indexer, indexer_listener
 from modelrepo.retry import RetryPolicy
 from modelrepo.service import ModelRepository
 from modelrepo.settings import LocalSettings
@@ -17,14 +17,19 @@ if TYPE_CHECKING:
     from modelrepo.local.webhooks import DeliveryWorker
 
 
-def build_repository(settings: LocalSettings) -> ModelRepository:
-    return ModelRepository(
+def build_repository(settings: LocalSettings, *, project_inline: bool = False) -> ModelRepository:
+    """`project_inline`: keep the index in step right after each commit, for processes (the CLI)
+    where no worker does it, as `modelrepo serve`'s does."""
+    repository = ModelRepository(
         FolderArtifactStore(settings.uploads, settings.registry),
         SqliteMetadataStore(settings.database),
         retry=RetryPolicy(deadline_seconds=settings.register_deadline_seconds),
         source=settings.event_source,
         default_approval=settings.default_approval,
     )
+    if project_inline:
+        repository.on_commit(indexer_listener(repository.metadata))
+    return repository
 
 
 def build_workers(settings: LocalSettings, repository: ModelRepository) -> list[DeliveryWorker]:
@@ -46,4 +51,5 @@ def build_workers(settings: LocalSettings, repository: ModelRepository) -> list[
 
 
 def build_api(settings: LocalSettings, repository: ModelRepository | None = None) -> Api:
-    return Api(repository or build_repository(settings), max_body_bytes=settings.max_body_bytes)
+    """The API over a given repository (serve), or over one that projects inline (the CLI)."""
+    return Api(repository or build_repository(settings, project_inline=True), max_body_bytes=settings.max_body_bytes)
