@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import cloud, ingest, large, listing, outbox, raw_sqlite, register, report
+from bench import cloud, ingest, large, listing, outbox, pages, raw_sqlite, register, report
 from bench.common import machine
 from bench.sizes import FULL, SMOKE, Sizes
 
@@ -33,6 +33,7 @@ SCENARIOS: dict[str, Scenario] = {
     "sqlite": raw_sqlite.run,
     "cloud": cloud.run,
     "outbox": outbox.run,
+    "pages": pages.run,
 }
 
 HERE = Path(__file__).parent

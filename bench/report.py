@@ -129,6 +129,23 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         )
     else:
         judged.append(_target(text, None, None))
+    pages = _rows(results, "pages")
+    for kind, label in (("experiments", "A page of experiments"), ("events", "A page of events")):
+        found = [r for r in pages if r.get("kind") == kind]
+        sizes = sorted({r["size"] for r in found})
+        text = f"{label} costs the same (+-20%) at {sizes[0]:,} and {sizes[-1]:,}" if sizes else f"{label} is flat"
+        if len(sizes) < 2:
+            judged.append(_target(text, None, None))
+            continue
+        parts, ok = [], True
+        for where in ("first", "middle"):
+            low = _find(found, MODELREPO, size=sizes[0], where=where)
+            high = _find(found, MODELREPO, size=sizes[-1], where=where)
+            if low and high:
+                change = high["p50_ms"] / low["p50_ms"] - 1
+                ok = ok and abs(change) <= 0.2
+                parts.append(f"{where}: p50 {low['p50_ms']:.2f} -> {high['p50_ms']:.2f} ms ({change:+.0%})")
+        judged.append(_target(text, "; ".join(parts), verdict(ok)))
     return judged
 
 

@@ -21,6 +21,9 @@ class Sizes:
     sqlite_writers: tuple[int, ...]
     cloud_registrations: int
     cloud_writers: int
+    page_experiments: tuple[int, ...] = (100, 10_000)
+    page_events: tuple[int, ...] = (1_000, 100_000)
+    page_samples: int = 400
 
 
 FULL = Sizes(
@@ -56,4 +59,7 @@ SMOKE = Sizes(
     sqlite_writers=(1, 4),
     cloud_registrations=8,
     cloud_writers=4,
+    page_experiments=(200, 400),
+    page_events=(200, 1_000),
+    page_samples=5,
 )
