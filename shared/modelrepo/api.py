@@ -14,16 +14,17 @@ import json
 import logging
 import re
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import ExitStack
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http import HTTPStatus
-from typing import Any, BinaryIO, Generic, Literal, TypeVar
+from typing import Annotated, Any, BinaryIO, Generic, Literal, Self, TypeVar, cast
 from urllib.parse import quote, unquote
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, Field, ValidationError, WithJsonSchema, model_validator
 
-from modelrepo import limits
+from modelrepo import archive, limits
+from modelrepo.commands.versions import ManifestEntry, check_prefix
 from modelrepo.errors import (
     Busy,
     Conflict,
@@ -54,6 +55,7 @@ from modelrepo.model import (
     Rejection,
     RunArtifact,
     RunArtifactId,
+    RunId,
     Signature,
     TagValue,
     Target,
@@ -88,12 +90,16 @@ class Request:
 class BodyStream:
     """A response body streamed in chunks; hosts must close it, which releases the source."""
 
-    def __init__(self, stream: BinaryIO, resources: ExitStack) -> None:
+    def __init__(self, stream: BinaryIO | Iterator[bytes], resources: ExitStack) -> None:
         self._stream = stream
         self._resources = resources
 
     def __iter__(self) -> Iterator[bytes]:
-        return iter_chunks(self._stream, 256 * 1024)
+        """Chunks of a readable stream (read in bounded pieces), or the chunks an iterator makes."""
+        read = getattr(self._stream, "read", None)
+        if read is not None:
+            return iter_chunks(cast(BinaryIO, self._stream), 256 * 1024)
+        return self._stream  # not readable: already an iterator of chunks
 
     def close(self) -> None:
         self._resources.close()
@@ -226,9 +232,26 @@ class MetadataFields(Record):
 
 
 class RegisterBody(MetadataFields):
+    """One run artifact (`runArtifactId`), or a folder of a run's artifacts (`runId` and `prefix`)."""
+
     experiment_id: ExperimentId
-    run_artifact_id: RunArtifactId = Field(max_length=limits.MAX_RUN_ARTIFACT_ID_CHARS)
+    run_artifact_id: RunArtifactId | None = Field(default=None, max_length=limits.MAX_RUN_ARTIFACT_ID_CHARS)
+    run_id: RunId | None = None
+    prefix: Prefix | None = None
     registered_by: Actor
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Self:
+        if (self.run_artifact_id is None) == (self.run_id is None):
+            raise InvalidInput("give either runArtifactId (one file) or runId and prefix (a folder)")
+        if self.run_id is not None and self.prefix is None:
+            raise InvalidInput("a folder version needs a prefix ('model/', or '' for the whole run)")
+        return self
+
+
+Prefix = Annotated[
+    str, AfterValidator(check_prefix), WithJsonSchema({"type": "string", "maxLength": limits.MAX_NAME_BYTES})
+]
 
 
 class PatchVersionBody(MetadataFields):
@@ -295,6 +318,7 @@ class Param:
     schema: Mapping[str, Any]
     required: bool = False
     description: str = ""
+    greedy: bool = False  # a path parameter that may hold '/' (it ends the path)
 
 
 def _pattern(regex: re.Pattern[str]) -> dict[str, Any]:
@@ -319,6 +343,7 @@ PATH_PARAMS: dict[str, Param] = {
         ),
         Param("target", "path", _pattern(limits.TARGET_PATTERN), True),
         Param("key", "path", _pattern(limits.TAG_KEY_PATTERN), True),
+        Param("path", "path", {"type": "string", "minLength": 1}, True, "a file's path within its version", True),
     )
 }
 LIMIT = Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": limits.MAX_PAGE})
@@ -408,9 +433,14 @@ _PATTERNS: dict[str, re.Pattern[str]] = {}
 
 
 def _compile(template: str) -> re.Pattern[str]:
+    """A path parameter matches one segment; a greedy one (a file's path) the rest of the path."""
     if template not in _PATTERNS:
-        regex = re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(template))
-        _PATTERNS[template] = re.compile(regex)
+
+        def group(found: re.Match[str]) -> str:
+            name = found.group(1)
+            return f"(?P<{name}>.+)" if PATH_PARAMS[name].greedy else f"(?P<{name}>[^/]+)"
+
+        _PATTERNS[template] = re.compile(re.sub(r"\\\{(\w+)\\\}", group, re.escape(template)))
     return _PATTERNS[template]
 
 
@@ -518,13 +548,20 @@ class Api:
 
     def register(self, params: dict[str, str], request: Request) -> Response:
         body = _parse(request, RegisterBody)
-        model = self.repository.register_model(
-            body.experiment_id,
-            body.run_artifact_id,
-            body.registered_by,
-            idempotency_key=request.headers.get("idempotency-key"),
-            metadata=body.metadata(),
-        )
+        key = request.headers.get("idempotency-key")
+        if body.run_artifact_id is not None:
+            model = self.repository.register_model(
+                body.experiment_id,
+                body.run_artifact_id,
+                body.registered_by,
+                idempotency_key=key,
+                metadata=body.metadata(),
+            )
+        else:
+            assert body.run_id is not None and body.prefix is not None
+            model = self.repository.register_folder(
+                body.experiment_id, body.run_id, body.prefix, body.registered_by, key, body.metadata()
+            )
         return json_response(201, model.to_json(), {"Location": _model_location(model)})
 
     def models(self, params: dict[str, str], request: Request) -> Response:
@@ -615,11 +652,40 @@ class Api:
     def model(self, params: dict[str, str], request: Request) -> Response:
         return json_response(200, self.repository.get_model(params["experimentId"], self._version(params)).to_json())
 
+    def files(self, params: dict[str, str], request: Request) -> Response:
+        """A version's files: the manifest (relative path, sha256, size)."""
+        experiment_id, version = params["experimentId"], self._version(params)
+        model = self.repository.get_model(experiment_id, version)
+        if model.deleted is not None:
+            raise Gone(f"version {version} of {experiment_id!r} was deleted")
+        return json_response(200, {"items": [e.to_json() for e in self.repository.manifest(model).files]})
+
+    def file(self, params: dict[str, str], request: Request) -> Response:
+        experiment_id, version = params["experimentId"], self._version(params)
+        _model, entry = self.repository.file_of(experiment_id, version, params["path"])
+        filename = entry.path.rsplit("/", 1)[-1]
+        link = self.repository.artifacts.pinned_link(entry.sha256, filename=filename, expires_seconds=900)
+        digest = _digest_headers(entry.sha256)
+        if link is not None:
+            return Response(307, {"Location": link, "Cache-Control": "no-store", **digest})
+        resources = ExitStack()
+        stream = resources.enter_context(self.repository.artifacts.open_pinned(entry.sha256))
+        headers = {
+            "Content-Type": "application/octet-stream",
+            "Content-Length": str(entry.size),
+            "Content-Disposition": f"attachment; filename*=UTF-8''{quote(filename)}",
+            **digest,
+        }
+        return Response(200, headers, stream=BodyStream(stream, resources))
+
     def download(self, params: dict[str, str], request: Request) -> Response:
         experiment_id, version = params["experimentId"], self._version(params)
+        model = self.repository.get_model(experiment_id, version)
+        if model.files is not None:
+            return self._archive(model)
         model, link = self.repository.download_link(experiment_id, version)
         if link is not None:
-            return Response(307, {"Location": link, "Cache-Control": "no-store", **_digest_headers(model)})
+            return Response(307, {"Location": link, "Cache-Control": "no-store", **_digest_headers(model.sha256)})
         resources = ExitStack()
         model, stream = resources.enter_context(self.repository.open_model(experiment_id, version))
         filename = model.artifact_name.rsplit("/", 1)[-1]
@@ -627,9 +693,35 @@ class Api:
             "Content-Type": "application/octet-stream",
             "Content-Length": str(model.size),
             "Content-Disposition": f"attachment; filename*=UTF-8''{quote(filename)}",
-            **_digest_headers(model),
+            **_digest_headers(model.sha256),
         }
         return Response(200, headers, stream=BodyStream(stream, resources))
+
+    def _archive(self, model: RegisteredModel) -> Response:
+        """A folder version as one tar, streamed; where the store hands out links (the clouds, whose
+        front doors cannot stream large bodies), a redirect to the files listing instead."""
+        if model.deleted is not None:
+            raise Gone(f"version {model.version} of {model.experiment_id!r} was deleted")
+        location = _model_location(model) + "/files"
+        if self.repository.artifacts.pinned_link(model.sha256, filename="manifest.json", expires_seconds=60):
+            return Response(303, {"Location": location, "Cache-Control": "no-store"})
+        manifest = self.repository.manifest(model)
+        resources = ExitStack()
+
+        def open_file(entry: ManifestEntry) -> AbstractContextManager[BinaryIO]:
+            return self.repository.artifacts.open_pinned(entry.sha256)
+
+        name = f"{model.experiment_id}-v{model.version}.tar"
+        headers = {
+            "Content-Type": "application/x-tar",
+            "Content-Length": str(archive.length(manifest, model.registered_at)),
+            "Content-Disposition": f"attachment; filename*=UTF-8''{quote(name)}",
+            "ETag": f'"{model.sha256}"',
+            "X-Manifest-Sha256": model.sha256,
+        }
+        return Response(
+            200, headers, stream=BodyStream(archive.stream(manifest, model.registered_at, open_file), resources)
+        )
 
     def put_tag(self, params: dict[str, str], request: Request) -> Response:
         body = _parse(request, TagBody)
@@ -732,9 +824,9 @@ def _decode_segment(raw: str) -> str:
         raise InvalidInput(f"the path segment {raw!r} is not valid percent-encoded UTF-8") from None
 
 
-def _digest_headers(model: RegisteredModel) -> dict[str, str]:
-    digest = base64.b64encode(bytes.fromhex(model.sha256)).decode("ascii")
-    return {"ETag": f'"{model.sha256}"', "Repr-Digest": f"sha-256=:{digest}:"}
+def _digest_headers(sha256: str) -> dict[str, str]:
+    digest = base64.b64encode(bytes.fromhex(sha256)).decode("ascii")
+    return {"ETag": f'"{sha256}"', "Repr-Digest": f"sha-256=:{digest}:"}
 
 
 def _model_location(model: RegisteredModel) -> str:
@@ -842,7 +934,24 @@ ROUTES: tuple[Route, ...] = (
         "GET",
         VERSION + "/download",
         Api.download,
-        "The pinned bytes of a version",
+        "The pinned bytes of a version; a folder version as one tar archive (clouds: 303 to its files)",
+        media=OCTETS,
+        redirects=True,
+        errors=(410,),
+    ),
+    Route(
+        "GET",
+        VERSION + "/files",
+        Api.files,
+        "A version's files (path, sha256, size)",
+        answer=Items[ManifestEntry],
+        errors=(410,),
+    ),
+    Route(
+        "GET",
+        VERSION + "/files/{path}",
+        Api.file,
+        "One file of a version (its path percent-encoded, '/' as %2F or plain)",
         media=OCTETS,
         redirects=True,
         errors=(410,),

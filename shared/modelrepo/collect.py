@@ -27,7 +27,7 @@ from datetime import datetime, timedelta
 
 from modelrepo import tables
 from modelrepo.errors import Busy, ConditionFailed, OutcomeUnknown, Throttled
-from modelrepo.model import Record
+from modelrepo.model import Record, RegisteredModel
 from modelrepo.ports import Delete, Put
 from modelrepo.unit_of_work import Context, query_all, rfc3339
 
@@ -84,13 +84,18 @@ def check_lease(ctx: Context, leased_at: datetime, now: datetime) -> None:
 
 def collect(ctx: Context) -> CollectReport:
     """Mark every digest a version that is not deleted references; release the other pinned bytes."""
+    from modelrepo.commands.versions import manifest_of  # registering leases through this module
+
     started = ctx.now()
     live: set[str] = set()
     for indexed in query_all(ctx.metadata, tables.EXPERIMENTS_PARTITION, tables.EXPERIMENT_PREFIX):
         partition = tables.experiment_partition(indexed.data["experimentId"])
         for item in query_all(ctx.metadata, partition, tables.VERSION_PREFIX):
-            if item.data["model"].get("deleted") is None:
-                live.add(item.data["model"]["sha256"])
+            model = RegisteredModel.model_validate(item.data["model"])
+            if model.deleted is None:
+                live.add(model.sha256)
+                if model.files is not None:  # a folder: its manifest and every file it lists
+                    live.update(entry.sha256 for entry in manifest_of(ctx, model).files)
     report = CollectReport(live_digests=len(live))
     pinned = released = leased = 0
     after: str | None = None

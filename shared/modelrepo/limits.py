@@ -43,6 +43,11 @@ MAX_DATASETS = 50
 MAX_URI_CHARS = 2048
 MAX_SOURCE_COMMIT_CHARS = 128
 
+# --- folder versions -----------------------------------------------------------------------------
+
+MAX_VERSION_FILES = 10_000
+MAX_VERSION_BYTES = 1 << 40  # 1 TiB
+
 # --- numbers -------------------------------------------------------------------------------------
 
 # Versions and event sequences are stored as ten-digit inverted or padded row keys.

@@ -337,15 +337,16 @@ class Tombstone(Record):
 class RegisteredModel(Record):
     experiment_id: str
     version: int
-    run_artifact_id: str
+    run_artifact_id: str | None  # None for a folder version (its files are in its manifest)
     run_id: str
-    artifact_name: str
+    artifact_name: str  # the artifact's name, or a folder version's prefix
     registered_by: str
     registered_at: datetime
     description: str | None = None
     tags: dict[str, str] = Field(default_factory=dict)
-    sha256: str
-    size: int
+    sha256: str  # the artifact's, or a folder version's manifest's
+    size: int  # bytes: the artifact's, or the sum of the folder's files
+    files: int | None = None  # a folder version: how many files its manifest lists
     approval: Approval = Field(default_factory=Approval)
     metrics: dict[str, float] = Field(default_factory=dict)
     params: dict[str, str] = Field(default_factory=dict)

@@ -175,6 +175,11 @@ class ArtifactStore(ABC):
         """
 
     @abstractmethod
+    def put_pinned(self, digest: str, data: bytes) -> None:
+        """Store small bytes the core made itself (a version's manifest) under their sha256 `digest`;
+        idempotent; the caller has checked the digest."""
+
+    @abstractmethod
     def has_pinned(self, digest: str) -> bool:
         """Whether the registry holds bytes under this digest."""
 

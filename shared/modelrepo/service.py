@@ -16,7 +16,7 @@ from modelrepo import projections
 from modelrepo.commands import changes, deployments, experiments, lifecycle, tags, uploads, versions
 from modelrepo.commands.deployments import DeploymentHistory
 from modelrepo.commands.uploads import Outcome, RecordResult
-from modelrepo.commands.versions import VersionFilter, VersionMetadata
+from modelrepo.commands.versions import Manifest, ManifestEntry, VersionFilter, VersionMetadata
 from modelrepo.events import ObjectCreated
 from modelrepo.limits import DEFAULT_PAGE
 from modelrepo.model import (
@@ -103,6 +103,25 @@ class ModelRepository:
         return self._registrations.register(
             experiment_id, run_artifact_id, registered_by, description, idempotency_key, metadata
         )
+
+    def register_folder(
+        self,
+        experiment_id: str,
+        run_id: str,
+        prefix: str,
+        registered_by: str,
+        idempotency_key: str | None = None,
+        metadata: VersionMetadata | None = None,
+    ) -> RegisteredModel:
+        return self._registrations.register_folder(
+            experiment_id, run_id, prefix, registered_by, idempotency_key, metadata
+        )
+
+    def manifest(self, model: RegisteredModel) -> Manifest:
+        return versions.manifest_of(self.context, model)
+
+    def file_of(self, experiment_id: str, version: int, path: str) -> tuple[RegisteredModel, ManifestEntry]:
+        return versions.file_of(self.context, experiment_id, version, path)
 
     def list_models(
         self,

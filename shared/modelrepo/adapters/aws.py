@@ -275,6 +275,12 @@ class S3ArtifactStore(ArtifactStore):
         except (ClientError, BotoCoreError) as error:
             raise _s3_error(error, f"pinning {key!r}") from None
 
+    def put_pinned(self, digest: str, data: bytes) -> None:
+        try:
+            self._client.put_object(Bucket=self.registry_bucket, Key=self.registry_key(digest), Body=data)
+        except (ClientError, BotoCoreError) as error:
+            raise _s3_error(error, f"storing pinned bytes {digest}") from None
+
     def has_pinned(self, digest: str) -> bool:
         try:
             self._client.head_object(Bucket=self.registry_bucket, Key=self.registry_key(digest))

@@ -462,6 +462,10 @@ class AzureBlobArtifactStore(ArtifactStore):
             target.delete_blob()
         return "missing"
 
+    def put_pinned(self, digest: str, data: bytes) -> None:
+        with _storage_errors(f"storing pinned {digest}"), suppress(ResourceExistsError):
+            self._pinned(digest).upload_blob(data, overwrite=False)
+
     def has_pinned(self, digest: str) -> bool:
         with _storage_errors(f"looking up pinned {digest}"):
             return self._copy_state(self._pinned(digest)) == "done"

@@ -8,6 +8,7 @@ with identical bytes is the same object version, as it is on S3. Digests are cac
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import queue
@@ -250,6 +251,14 @@ class FolderArtifactStore(ArtifactStore):
         if copied != digest:
             target.unlink(missing_ok=True)
             raise ObjectChanged(f"object {key!r} does not have the sha256 it was recorded with")
+        target.chmod(0o444)
+
+    def put_pinned(self, digest: str, data: bytes) -> None:
+        target = self._pinned_path(digest)
+        if target.is_file():
+            return
+        target.parent.mkdir(parents=True, exist_ok=True)
+        self._write_atomically(io.BytesIO(data), target, None)
         target.chmod(0o444)
 
     def has_pinned(self, digest: str) -> bool:

@@ -112,6 +112,10 @@ class MemoryArtifactStore(ArtifactStore):
             data = self._version(key, etag)
             self._pinned.setdefault(digest, data)
 
+    def put_pinned(self, digest: str, data: bytes) -> None:
+        with self._lock:
+            self._pinned.setdefault(digest, data)
+
     def has_pinned(self, digest: str) -> bool:
         with self._lock:
             return digest in self._pinned

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import weakref
@@ -14,9 +15,9 @@ from typing import Any, BinaryIO
 
 from modelrepo import collect, outbox, tables
 from modelrepo.batching import GroupCommit, Ticket
-from modelrepo.commands.uploads import get_artifact, sha256_of
-from modelrepo.errors import Busy, Conflict, Gone, NotFound, ObjectChanged, ObjectMissing, Unprocessable
-from modelrepo.limits import check_idempotency_key, check_version
+from modelrepo.commands.uploads import get_artifact, list_run_artifacts, sha256_of
+from modelrepo.errors import Busy, Conflict, Gone, InvalidInput, NotFound, ObjectChanged, ObjectMissing, Unprocessable
+from modelrepo.limits import MAX_VERSION_BYTES, MAX_VERSION_FILES, check_idempotency_key, check_version
 from modelrepo.model import (
     Approval,
     ApprovalStatus,
@@ -26,10 +27,12 @@ from modelrepo.model import (
     RegisteredModel,
     RunArtifact,
     check_actor,
+    check_artifact_name,
     check_description,
     check_experiment_id,
     check_metrics,
     check_params,
+    check_run_id,
     check_signature,
 )
 from modelrepo.ports import MAX_WRITES_PER_TRANSACTION, Item
@@ -69,9 +72,39 @@ class VersionMetadata(Record):
         return {name: value for name, value in self if value is not None}
 
 
+@dataclass(frozen=True)
+class Source:
+    """What a version pins: one run artifact, or a folder of a run's artifacts (then `sha256` is the
+    digest of the folder's manifest, `size` the sum of its files, `files` how many)."""
+
+    experiment_id: str
+    run_id: str
+    name: str  # the artifact's name, or the folder's prefix
+    sha256: str
+    size: int
+    run_artifact_id: str | None = None
+    files: int | None = None
+
+    @classmethod
+    def of(cls, artifact: RunArtifact) -> Source:
+        return cls(
+            artifact.experiment_id,
+            artifact.run_id,
+            artifact.name,
+            artifact.sha256,
+            artifact.size,
+            artifact.run_artifact_id,
+        )
+
+    @property
+    def identity(self) -> str:
+        """What an Idempotency-Key is bound to: the same key may only ever register this again."""
+        return self.run_artifact_id or f"{self.run_id}/{self.name}@{self.sha256}"
+
+
 @dataclass
 class Registration:
-    artifact: RunArtifact
+    source: Source
     registered_by: str
     idempotency_key: str | None
     metadata: VersionMetadata = field(default_factory=VersionMetadata)
@@ -79,15 +112,16 @@ class Registration:
 
     def model(self, version: int, uow: UnitOfWork) -> RegisteredModel:
         return RegisteredModel(
-            experiment_id=self.artifact.experiment_id,
+            experiment_id=self.source.experiment_id,
             version=version,
-            run_artifact_id=self.artifact.run_artifact_id,
-            run_id=self.artifact.run_id,
-            artifact_name=self.artifact.name,
+            run_artifact_id=self.source.run_artifact_id,
+            run_id=self.source.run_id,
+            artifact_name=self.source.name,
             registered_by=self.registered_by,
             registered_at=uow.now,
-            sha256=self.artifact.sha256,
-            size=self.artifact.size,
+            sha256=self.source.sha256,
+            size=self.source.size,
+            files=self.source.files,
             approval=Approval(status=ApprovalStatus(uow.ctx.default_approval)),
             **self.metadata.fields(),
         )
@@ -102,6 +136,32 @@ class Registration:
         """Bytes it adds to the batch's transaction, roughly: its metadata twice (version, event)."""
         extra = len(json.dumps(self.metadata.signature)) if self.metadata.signature else 0
         return 2 * (2048 + extra)
+
+
+class ManifestEntry(Record):
+    path: str  # relative to the version's folder
+    sha256: str
+    size: int
+
+
+class Manifest(Record):
+    """A folder version's files; pinned in the registry under its own digest."""
+
+    files: list[ManifestEntry]
+
+    def to_bytes(self) -> bytes:
+        """Canonical JSON: the same files always give the same digest."""
+        return json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def check_prefix(prefix: str) -> str:
+    """A folder of a run: '' (all of it) or a relative path ending in '/'."""
+    if prefix == "":
+        return prefix
+    if not isinstance(prefix, str) or not prefix.endswith("/"):
+        raise InvalidInput(f"prefix {prefix!r} must be a folder: end it with '/' (or give '' for the whole run)")
+    check_artifact_name(prefix[:-1])
+    return prefix
 
 
 def version_subject(experiment_id: str, version: int) -> str:
@@ -150,13 +210,72 @@ class Registrations:
                 f"run artifact {run_artifact_id!r} belongs to experiment "
                 f"{artifact.experiment_id!r}, not {experiment_id!r}"
             )
-        partition = tables.experiment_partition(experiment_id)
-        if idempotency_key is not None:
-            item = self.ctx.metadata.get(partition, tables.idempotency_row(idempotency_key))
-            if (earlier := _replay(self.ctx, partition, idempotency_key, artifact, item)) is not None:
-                return earlier
+        source = Source.of(artifact)
+        if (earlier := self._replayed(source, idempotency_key)) is not None:
+            return earlier
         leased = self.pin(artifact)
-        return self._queue(partition).submit(Registration(artifact, registered_by, idempotency_key, metadata, leased))
+        return self._submit(Registration(source, registered_by, idempotency_key, metadata, leased))
+
+    def register_folder(
+        self,
+        experiment_id: str,
+        run_id: str,
+        prefix: str,
+        registered_by: str,
+        idempotency_key: str | None = None,
+        metadata: VersionMetadata | None = None,
+    ) -> RegisteredModel:
+        """Register every current artifact of a run under `prefix` as one version: each file pinned
+        once (shared with other versions), and a manifest of relative path to sha256 and size pinned
+        beside them; the version row names the manifest. A file overwritten after it was recorded
+        answers 409 and registers nothing."""
+        check_experiment_id(experiment_id)
+        check_run_id(run_id)
+        check_actor(registered_by)
+        check_prefix(prefix)
+        metadata = (metadata or VersionMetadata()).checked()
+        if idempotency_key is not None:
+            check_idempotency_key(idempotency_key)
+        files = [
+            artifact
+            for artifact in list_run_artifacts(self.ctx, run_id)
+            if artifact.experiment_id == experiment_id and artifact.name.startswith(prefix)
+        ]
+        if not files:
+            raise NotFound(f"run {run_id!r} of {experiment_id!r} has no current artifacts under {prefix!r}")
+        if len(files) > MAX_VERSION_FILES:
+            raise Unprocessable(f"a version holds at most {MAX_VERSION_FILES} files; {prefix!r} has {len(files)}")
+        total = sum(artifact.size for artifact in files)
+        if total > MAX_VERSION_BYTES:
+            raise Unprocessable(f"a version holds at most {MAX_VERSION_BYTES} bytes; {prefix!r} has {total}")
+        manifest = Manifest(
+            files=[ManifestEntry(path=a.name[len(prefix) :], sha256=a.sha256, size=a.size) for a in files]
+        )
+        data = manifest.to_bytes()
+        digest = hashlib.sha256(data).hexdigest()
+        source = Source(experiment_id, run_id, prefix, digest, total, files=len(files))
+        if (earlier := self._replayed(source, idempotency_key)) is not None:
+            return earlier
+        leases = [self.pin(artifact) for artifact in files]
+        leases.append(self._pin_manifest(digest, data))
+        return self._submit(Registration(source, registered_by, idempotency_key, metadata, min(leases)))
+
+    def _replayed(self, source: Source, idempotency_key: str | None) -> RegisteredModel | None:
+        if idempotency_key is None:
+            return None
+        partition = tables.experiment_partition(source.experiment_id)
+        item = self.ctx.metadata.get(partition, tables.idempotency_row(idempotency_key))
+        return _replay(self.ctx, partition, idempotency_key, source, item)
+
+    def _submit(self, request: Registration) -> RegisteredModel:
+        partition = tables.experiment_partition(request.source.experiment_id)
+        return self._queue(partition).submit(request)
+
+    def _pin_manifest(self, digest: str, data: bytes) -> datetime:
+        leased = collect.lease(self.ctx, digest)
+        if not self.ctx.artifacts.has_pinned(digest):
+            self.ctx.artifacts.put_pinned(digest, data)
+        return leased
 
     def _queue(self, partition: str) -> GroupCommit[Registration, RegisteredModel]:
         with self._guard:
@@ -182,7 +301,7 @@ class Registrations:
                         continue
                     item = uow.get(tables.idempotency_row(request.idempotency_key))
                     try:
-                        earlier = _replay(self.ctx, partition, request.idempotency_key, request.artifact, item)
+                        earlier = _replay(self.ctx, partition, request.idempotency_key, request.source, item)
                     except Conflict as conflict:
                         settled[index] = conflict
                         continue
@@ -212,13 +331,13 @@ class Registrations:
                     actor=request.registered_by,
                     action="model.registered",
                     about=f"version {latest}",
-                    details={"runArtifactId": request.artifact.run_artifact_id, "sha256": request.artifact.sha256},
+                    details={"source": request.source.identity, "sha256": request.source.sha256},
                 )
                 uow.create(tables.version_row(latest), {"model": wire, "sequence": sequence})
                 if request.idempotency_key is not None:
                     uow.create(
                         tables.idempotency_row(request.idempotency_key),
-                        {"version": latest, "runArtifactId": request.artifact.run_artifact_id},
+                        {"version": latest, "source": request.source.identity},
                     )
                 settled[index] = model
             if uow.events:
@@ -287,17 +406,18 @@ def _next_batch(queue: deque[Ticket[Registration, RegisteredModel]]) -> list[Tic
 
 
 def _replay(
-    ctx: Context, partition: str, idempotency_key: str, artifact: RunArtifact, item: Item | None
+    ctx: Context, partition: str, idempotency_key: str, source: Source, item: Item | None
 ) -> RegisteredModel | None:
     """The version an Idempotency-Key already registered, if any; the key's row is `item`."""
     if item is None:
         return None
-    if item.data["runArtifactId"] != artifact.run_artifact_id:
+    registered = item.data.get("source", item.data.get("runArtifactId"))
+    if registered != source.identity:
+        what = f"folder {registered!r}" if "@" in str(registered) else f"run artifact {registered!r}"
         raise Conflict(
-            f"Idempotency-Key {idempotency_key!r} was already used to register run artifact "
-            f"{item.data['runArtifactId']!r} as version {item.data['version']}"
+            f"Idempotency-Key {idempotency_key!r} was already used to register {what} as version {item.data['version']}"
         )
-    return _version(ctx, partition, item.data["version"], artifact.experiment_id)
+    return _version(ctx, partition, item.data["version"], source.experiment_id)
 
 
 def _copy_into_registry(ctx: Context, artifact: RunArtifact) -> None:
@@ -416,10 +536,38 @@ def live_model(ctx: Context, experiment_id: str, version: int) -> RegisteredMode
     return model
 
 
+def manifest_of(ctx: Context, model: RegisteredModel) -> Manifest:
+    """A version's files: a folder version's manifest, or its one file under its own name."""
+    if model.files is None:
+        name = model.artifact_name.rsplit("/", 1)[-1]
+        return Manifest(files=[ManifestEntry(path=name, sha256=model.sha256, size=model.size)])
+    with ctx.artifacts.open_pinned(model.sha256) as stream:
+        data = b"".join(iter(lambda: stream.read(1 << 20), b""))
+    if hashlib.sha256(data).hexdigest() != model.sha256:
+        raise ObjectMissing(
+            f"the manifest of version {model.version} of {model.experiment_id!r} does not match its digest"
+        )
+    return Manifest.model_validate_json(data)
+
+
+def file_of(ctx: Context, experiment_id: str, version: int, path: str) -> tuple[RegisteredModel, ManifestEntry]:
+    """One file of a live version, by its path in the version."""
+    model = live_model(ctx, experiment_id, version)
+    for entry in manifest_of(ctx, model).files:
+        if entry.path == path:
+            return model, entry
+    raise NotFound(f"version {version} of {experiment_id!r} has no file {path!r}")
+
+
 @contextmanager
 def open_model(ctx: Context, experiment_id: str, version: int) -> Iterator[tuple[RegisteredModel, BinaryIO]]:
-    """The registered version and a stream of its pinned bytes."""
+    """The registered version and a stream of its pinned bytes (one file; see manifest_of for folders)."""
     model = live_model(ctx, experiment_id, version)
+    if model.files is not None:
+        raise Unprocessable(
+            f"version {version} of {experiment_id!r} is a folder of {model.files} files: read them one by one, "
+            "or download the version as an archive"
+        )
     with ctx.artifacts.open_pinned(model.sha256) as stream:
         yield model, stream
 
