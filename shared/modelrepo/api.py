@@ -745,6 +745,11 @@ class Api:
         deployment = self.repository.rollback(params["experimentId"], params["target"], body.deployed_by)
         return json_response(201, deployment.to_json())
 
+    def remove_deployment(self, params: dict[str, str], request: Request) -> Response:
+        by = _required(request, "by", "say who takes the deployment away")
+        removed = self.repository.remove_deployment(params["experimentId"], params["target"], by)
+        return json_response(200, removed.to_json())
+
     def deployments(self, params: dict[str, str], request: Request) -> Response:
         items = self.repository.list_deployments(params["experimentId"])
         return json_response(200, {"items": [d.to_json() for d in items]})
@@ -969,6 +974,14 @@ ROUTES: tuple[Route, ...] = (
         "Current deployment of a target and its history",
         answer=DeploymentHistory,
         params=PAGED,
+    ),
+    Route(
+        "DELETE",
+        EXPERIMENT + "/deployments/{target}",
+        Api.remove_deployment,
+        "Take a target's current deployment away (its history stays)",
+        answer=Deployment,
+        params=(BY,),
     ),
     Route("GET", EXPERIMENT + "/targets/{target}", Api.target, "A target's rules", answer=TargetPolicy),
     Route(

@@ -28,6 +28,7 @@ VERSION_ARCHIVED = TYPE_PREFIX + "version.archived"
 VERSION_RESTORED = TYPE_PREFIX + "version.restored"
 VERSION_DELETED = TYPE_PREFIX + "version.deleted"
 DEPLOYMENT_CREATED = TYPE_PREFIX + "deployment.created"
+DEPLOYMENT_REMOVED = TYPE_PREFIX + "deployment.removed"
 TARGET_UPDATED = TYPE_PREFIX + "target.updated"
 EXPERIMENT_UPDATED = TYPE_PREFIX + "experiment.updated"
 
@@ -43,6 +44,7 @@ EVENT_TYPES: tuple[str, ...] = (
     VERSION_RESTORED,
     VERSION_DELETED,
     DEPLOYMENT_CREATED,
+    DEPLOYMENT_REMOVED,
     TARGET_UPDATED,
     EXPERIMENT_UPDATED,
 )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import BinaryIO
 
 from modelrepo import projections
@@ -99,9 +99,10 @@ class ModelRepository:
         description: str | None = None,
         idempotency_key: str | None = None,
         metadata: VersionMetadata | None = None,
+        idempotency_window: timedelta | None = None,
     ) -> RegisteredModel:
         return self._registrations.register(
-            experiment_id, run_artifact_id, registered_by, description, idempotency_key, metadata
+            experiment_id, run_artifact_id, registered_by, description, idempotency_key, metadata, idempotency_window
         )
 
     def register_folder(
@@ -112,9 +113,10 @@ class ModelRepository:
         registered_by: str,
         idempotency_key: str | None = None,
         metadata: VersionMetadata | None = None,
+        idempotency_window: timedelta | None = None,
     ) -> RegisteredModel:
         return self._registrations.register_folder(
-            experiment_id, run_id, prefix, registered_by, idempotency_key, metadata
+            experiment_id, run_id, prefix, registered_by, idempotency_key, metadata, idempotency_window
         )
 
     def manifest(self, model: RegisteredModel) -> Manifest:
@@ -218,6 +220,9 @@ class ModelRepository:
 
     def deploy(self, experiment_id: str, version: int, target: str, deployed_by: str) -> Deployment:
         return deployments.deploy(self.context, experiment_id, version, target, deployed_by)
+
+    def remove_deployment(self, experiment_id: str, target: str, removed_by: str) -> Deployment:
+        return deployments.remove_deployment(self.context, experiment_id, target, removed_by)
 
     def rollback(self, experiment_id: str, target: str, deployed_by: str) -> Deployment:
         return deployments.rollback(self.context, experiment_id, target, deployed_by)

@@ -111,6 +111,10 @@ class UnitOfWork:
             self._read[row] = self.ctx.metadata.get(self.partition, row)
         return self._read[row]
 
+    def read(self, row: str) -> bool:
+        """Whether this attempt has read `row` (so a write to it can be guarded by that read)."""
+        return row in self._read
+
     def query(self, prefix: str, *, after: str | None = None, limit: int = 100) -> list[Item]:
         return self.ctx.metadata.query(self.partition, prefix, after=after, limit=limit)
 

@@ -162,3 +162,18 @@ def test_deleting_a_folder_version_releases_its_files_but_not_shared_ones(artifa
     for entry in repo.manifest(kept).files:
         with artifacts.open_pinned(entry.sha256) as stream:
             assert hashlib.sha256(stream.read()).hexdigest() == entry.sha256
+
+
+def test_a_key_with_a_window_replays_within_it_and_registers_again_after(artifacts: MemoryArtifactStore) -> None:
+    """What an MLflow client's retries need: the same request within the window is one version."""
+    clock = [EPOCH]
+    repo = ModelRepository(artifacts, MemoryMetadataStore(), retry=FAST_RETRY, now=lambda: clock[0])
+    drop_folder(repo)
+    window = timedelta(minutes=5)
+    first = repo.register_folder("exp1", "run1", "model/", "alice", "same-request", idempotency_window=window)
+    clock[0] += timedelta(minutes=4)
+    assert repo.register_folder("exp1", "run1", "model/", "alice", "same-request", idempotency_window=window) == first
+    clock[0] += timedelta(minutes=2)
+    second = repo.register_folder("exp1", "run1", "model/", "alice", "same-request", idempotency_window=window)
+    assert second.version == 2, "past its window the request is a new one"
+    assert repo.register_folder("exp1", "run1", "model/", "alice", "same-request", idempotency_window=window) == second

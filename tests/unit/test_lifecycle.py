@@ -390,3 +390,21 @@ def test_a_registration_waits_out_a_release_in_progress_and_pins_the_bytes_again
     assert len(registration) == 1
     with repo.open_model("exp2", 1) as (_, stream):
         assert stream.read() == b"weights", "the bytes were pinned again after the release"
+
+
+def test_a_deployment_taken_away_leaves_its_history_and_the_target_deployable(repo: ModelRepository) -> None:
+    versions_of(repo, limit=2)
+    repo.deploy("exp1", 1, "champion", "carol")
+    removed = repo.remove_deployment("exp1", "champion", "carol")
+    assert removed.version == 1
+    with pytest.raises(NotFound):
+        repo.current_deployment("exp1", "champion")
+    with pytest.raises(NotFound):
+        repo.remove_deployment("exp1", "champion", "carol")
+    assert repo.list_deployments("exp1") == []
+    repo.deploy("exp1", 2, "champion", "carol")
+    history = repo.deployment_history("exp1", "champion")
+    assert history.current is not None and [d.version for d in history.history] == [2, 1]
+    assert history.history[0].previous_version is None, "nothing was deployed right before"
+    assert repo.experiment_events("exp1").items[-2].type == outbox.DEPLOYMENT_REMOVED
+    repo.delete_version("exp1", 1, "bob")  # no target runs it any more

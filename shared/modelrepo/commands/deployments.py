@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from modelrepo import outbox, tables
-from modelrepo.commands.lifecycle import check_deployable
+from modelrepo.commands.lifecycle import check_deployable, current_of
 from modelrepo.errors import NotFound, Unprocessable
 from modelrepo.limits import check_version
 from modelrepo.model import Deployment, Record, RegisteredModel, check_actor, check_experiment_id, check_target
@@ -61,10 +61,37 @@ def _version(uow: UnitOfWork, experiment_id: str, version: int) -> RegisteredMod
 
 
 def _current(uow: UnitOfWork, experiment_id: str, target: str) -> Deployment:
-    item = uow.get(tables.deployment_row(target))
-    if item is None:
+    current = current_of(uow.get(tables.deployment_row(target)))
+    if current is None:
         raise NotFound(f"nothing of experiment {experiment_id!r} is deployed to {target!r}")
-    return Deployment.model_validate(item.data["deployment"])
+    return current
+
+
+def remove_deployment(ctx: Context, experiment_id: str, target: str, removed_by: str) -> Deployment:
+    """Take a target's current deployment away (an MLflow alias deleted); its history stays."""
+    check_experiment_id(experiment_id)
+    check_target(target)
+    check_actor(removed_by)
+    row = tables.deployment_row(target)
+
+    def command(uow: UnitOfWork) -> Deployment:
+        current = _current(uow, experiment_id, target)
+        item = uow.get(row)
+        assert item is not None
+        uow.save(row, {**item.data, "deployment": None})
+        uow.emit(
+            outbox.DEPLOYMENT_REMOVED,
+            target_subject(experiment_id, target),
+            current.to_json(),
+            actor=removed_by,
+            action="model.undeployed",
+            about=f"target {target}",
+            details={"version": current.version},
+        )
+        return current
+
+    partition = tables.experiment_partition(experiment_id)
+    return execute(ctx, partition, f"removing the deployment of {target!r} of {experiment_id!r}", command)
 
 
 def _move(
@@ -79,7 +106,7 @@ def _move(
         version=version,
         deployed_by=deployed_by,
         deployed_at=uow.now,
-        previous_version=current.data["deployment"]["version"] if current else None,
+        previous_version=previous.version if (previous := current_of(current)) else None,
     )
     document = {"deployment": deployment.to_json()}
     uow.save(row, {**document, "sequence": sequence})
@@ -103,7 +130,7 @@ def list_deployments(ctx: Context, experiment_id: str) -> list[Deployment]:
     """The current deployment of every target."""
     check_experiment_id(experiment_id)
     items = query_all(ctx.metadata, tables.experiment_partition(experiment_id), tables.DEPLOYMENT_PREFIX)
-    return [Deployment.model_validate(i.data["deployment"]) for i in items]
+    return [deployment for item in items if (deployment := current_of(item)) is not None]
 
 
 def deployment_history(
@@ -118,7 +145,7 @@ def deployment_history(
     if current is None and not items:
         raise NotFound(f"nothing of experiment {experiment_id!r} was ever deployed to {target!r}")
     return DeploymentHistory(
-        current=Deployment.model_validate(current.data["deployment"]) if current else None,
+        current=current_of(current),
         history=[Deployment.model_validate(i.data["deployment"]) for i in items],
         next_cursor=next_cursor,
     )

@@ -23,6 +23,7 @@ from modelrepo.model import (
     check_experiment_id,
     check_target,
 )
+from modelrepo.ports import Item
 from modelrepo.unit_of_work import Context, UnitOfWork, execute
 
 WRITE_ONCE = ("metrics", "params", "signature")
@@ -145,11 +146,8 @@ def update_metadata(
 def _current_targets(uow: UnitOfWork, version: int) -> list[str]:
     """Targets whose current deployment is `version` (the counter guards this read: any deploy
     meanwhile changes the counter and fails this unit of work's commit)."""
-    return [
-        item.data["deployment"]["target"]
-        for item in uow.query(tables.DEPLOYMENT_PREFIX, limit=1000)
-        if item.data["deployment"]["version"] == version
-    ]
+    found = [current_of(item) for item in uow.query(tables.DEPLOYMENT_PREFIX, limit=1000)]
+    return [deployment.target for deployment in found if deployment is not None and deployment.version == version]
 
 
 def _newest_live(uow: UnitOfWork, below: int) -> int:
@@ -269,6 +267,14 @@ def set_target_policy(
     return execute(ctx, tables.experiment_partition(experiment_id), f"setting the rules of {target!r}", command)
 
 
+def current_of(item: Item | None) -> Deployment | None:
+    """A target's current deployment from its row (None: never deployed, or taken away; the row stays
+    so that the target's history numbering goes on)."""
+    if item is None or item.data.get("deployment") is None:
+        return None
+    return Deployment.model_validate(item.data["deployment"])
+
+
 def check_deployable(uow: UnitOfWork, experiment_id: str, target: str, model: RegisteredModel) -> None:
     """The rules a version must meet to become a target's current deployment (deploy and rollback)."""
     name = f"version {model.version} of {experiment_id!r}"
@@ -289,7 +295,7 @@ def current_deployment(ctx: Context, experiment_id: str, target: str) -> Deploym
     """What a target points at now: `@target` in a path resolves through this."""
     check_experiment_id(experiment_id)
     check_target(target)
-    item = ctx.metadata.get(tables.experiment_partition(experiment_id), tables.deployment_row(target))
-    if item is None:
+    deployment = current_of(ctx.metadata.get(tables.experiment_partition(experiment_id), tables.deployment_row(target)))
+    if deployment is None:
         raise NotFound(f"nothing of experiment {experiment_id!r} is deployed to {target!r}")
-    return Deployment.model_validate(item.data["deployment"])
+    return deployment

@@ -10,7 +10,7 @@ from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, BinaryIO
 
 from modelrepo import collect, outbox, tables
@@ -36,7 +36,7 @@ from modelrepo.model import (
     check_signature,
 )
 from modelrepo.ports import MAX_WRITES_PER_TRANSACTION, Item
-from modelrepo.unit_of_work import Context, UnitOfWork, execute, filtered_page
+from modelrepo.unit_of_work import Context, UnitOfWork, execute, filtered_page, rfc3339
 
 PIN_LOCK_STRIPES = 64
 
@@ -109,6 +109,7 @@ class Registration:
     idempotency_key: str | None
     metadata: VersionMetadata = field(default_factory=VersionMetadata)
     leased_at: datetime | None = None  # when its bytes' lease was taken (None: tests that build one by hand)
+    idempotency_window: timedelta | None = None  # None: the key counts forever
 
     def model(self, version: int, uow: UnitOfWork) -> RegisteredModel:
         return RegisteredModel(
@@ -188,6 +189,7 @@ class Registrations:
         description: str | None = None,
         idempotency_key: str | None = None,
         metadata: VersionMetadata | None = None,
+        idempotency_window: timedelta | None = None,
     ) -> RegisteredModel:
         """Give a run artifact the experiment's next version, by optimistic concurrency.
 
@@ -211,10 +213,10 @@ class Registrations:
                 f"{artifact.experiment_id!r}, not {experiment_id!r}"
             )
         source = Source.of(artifact)
-        if (earlier := self._replayed(source, idempotency_key)) is not None:
+        if (earlier := self._replayed(source, idempotency_key, idempotency_window)) is not None:
             return earlier
         leased = self.pin(artifact)
-        return self._submit(Registration(source, registered_by, idempotency_key, metadata, leased))
+        return self._submit(Registration(source, registered_by, idempotency_key, metadata, leased, idempotency_window))
 
     def register_folder(
         self,
@@ -224,6 +226,7 @@ class Registrations:
         registered_by: str,
         idempotency_key: str | None = None,
         metadata: VersionMetadata | None = None,
+        idempotency_window: timedelta | None = None,
     ) -> RegisteredModel:
         """Register every current artifact of a run under `prefix` as one version: each file pinned
         once (shared with other versions), and a manifest of relative path to sha256 and size pinned
@@ -254,18 +257,20 @@ class Registrations:
         data = manifest.to_bytes()
         digest = hashlib.sha256(data).hexdigest()
         source = Source(experiment_id, run_id, prefix, digest, total, files=len(files))
-        if (earlier := self._replayed(source, idempotency_key)) is not None:
+        if (earlier := self._replayed(source, idempotency_key, idempotency_window)) is not None:
             return earlier
         leases = [self.pin(artifact) for artifact in files]
         leases.append(self._pin_manifest(digest, data))
-        return self._submit(Registration(source, registered_by, idempotency_key, metadata, min(leases)))
+        return self._submit(
+            Registration(source, registered_by, idempotency_key, metadata, min(leases), idempotency_window)
+        )
 
-    def _replayed(self, source: Source, idempotency_key: str | None) -> RegisteredModel | None:
-        if idempotency_key is None:
+    def _replayed(self, source: Source, key: str | None, window: timedelta | None) -> RegisteredModel | None:
+        if key is None:
             return None
         partition = tables.experiment_partition(source.experiment_id)
-        item = self.ctx.metadata.get(partition, tables.idempotency_row(idempotency_key))
-        return _replay(self.ctx, partition, idempotency_key, source, item)
+        item = self.ctx.metadata.get(partition, tables.idempotency_row(key))
+        return _replay(self.ctx, partition, key, source, item, window, self.ctx.now())
 
     def _submit(self, request: Registration) -> RegisteredModel:
         partition = tables.experiment_partition(request.source.experiment_id)
@@ -294,19 +299,28 @@ class Registrations:
 
         def command(uow: UnitOfWork) -> dict[int, RegisteredModel | Exception]:
             settled: dict[int, RegisteredModel | Exception] = {}
-            if uow.attempt > 0:  # an Idempotency-Key may have been used meanwhile (checked once before queueing)
-                for index, ticket in enumerate(batch):
-                    request = ticket.payload
-                    if request.idempotency_key is None:
-                        continue
-                    item = uow.get(tables.idempotency_row(request.idempotency_key))
-                    try:
-                        earlier = _replay(self.ctx, partition, request.idempotency_key, request.source, item)
-                    except Conflict as conflict:
-                        settled[index] = conflict
-                        continue
-                    if earlier is not None:
-                        settled[index] = earlier
+            for index, ticket in enumerate(batch):
+                request = ticket.payload
+                # A key was checked once before queueing; it may have been used meanwhile (a lost race
+                # shows it), and a key with a window may have expired (then its row is replaced).
+                if request.idempotency_key is None or (uow.attempt == 0 and request.idempotency_window is None):
+                    continue
+                item = uow.get(tables.idempotency_row(request.idempotency_key))
+                try:
+                    earlier = _replay(
+                        self.ctx,
+                        partition,
+                        request.idempotency_key,
+                        request.source,
+                        item,
+                        request.idempotency_window,
+                        uow.now,
+                    )
+                except Conflict as conflict:
+                    settled[index] = conflict
+                    continue
+                if earlier is not None:
+                    settled[index] = earlier
             counter = uow.counter
             latest = int(counter.get("latest", 0))
             count = int(counter.get("versionCount", latest))
@@ -335,10 +349,12 @@ class Registrations:
                 )
                 uow.create(tables.version_row(latest), {"model": wire, "sequence": sequence})
                 if request.idempotency_key is not None:
-                    uow.create(
-                        tables.idempotency_row(request.idempotency_key),
-                        {"version": latest, "source": request.source.identity},
-                    )
+                    row = tables.idempotency_row(request.idempotency_key)
+                    key = {"version": latest, "source": request.source.identity, "at": rfc3339(uow.now)}
+                    if uow.read(row):
+                        uow.save(row, key)  # absent, or expired and replaced
+                    else:
+                        uow.create(row, key)
                 settled[index] = model
             if uow.events:
                 uow.set_counter(latest=latest, latestLive=latest, versionCount=count)
@@ -406,10 +422,23 @@ def _next_batch(queue: deque[Ticket[Registration, RegisteredModel]]) -> list[Tic
 
 
 def _replay(
-    ctx: Context, partition: str, idempotency_key: str, source: Source, item: Item | None
+    ctx: Context,
+    partition: str,
+    idempotency_key: str,
+    source: Source,
+    item: Item | None,
+    window: timedelta | None = None,
+    now: datetime | None = None,
 ) -> RegisteredModel | None:
-    """The version an Idempotency-Key already registered, if any; the key's row is `item`."""
+    """The version an Idempotency-Key already registered, if any; the key's row is `item`. A key with
+    a window counts only within it (MLflow clients retry without one: their key is the request)."""
     if item is None:
+        return None
+    if (
+        window is not None
+        and now is not None
+        and now - datetime.fromisoformat(item.data.get("at", "1970-01-01T00:00:00+00:00")) > window
+    ):
         return None
     registered = item.data.get("source", item.data.get("runArtifactId"))
     if registered != source.identity:
