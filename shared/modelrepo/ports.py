@@ -196,6 +196,15 @@ class ArtifactStore(ABC):
     def list_pinned(self, *, after: str | None = None, limit: int = 1000) -> tuple[tuple[str, ...], str | None]:
         """The registry's digests, a page at a time; the second value (opaque) continues the listing."""
 
+    @abstractmethod
+    def uri_of(self, key: str) -> str:
+        """The URI users know an uploaded object by (s3://bucket/key, the blob's URL, a file URI)."""
+
+    @abstractmethod
+    def key_of_uri(self, uri: str) -> str | None:
+        """The key an upload URI names in this store's uploads area (the inverse of `uri_of`, also
+        for the other spellings its users write: wasbs://, a plain path); None if it names none."""
+
     def pinned_link(self, digest: str, *, filename: str, expires_seconds: int) -> str | None:
         """A time-limited URL to pinned bytes (presigned URL, SAS), or None to stream them instead.
 

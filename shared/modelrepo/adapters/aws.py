@@ -315,6 +315,13 @@ class S3ArtifactStore(ArtifactStore):
             if not isinstance(problem, ObjectMissing):
                 raise problem from None
 
+    def uri_of(self, key: str) -> str:
+        return f"s3://{self.uploads_bucket}/{key}"
+
+    def key_of_uri(self, uri: str) -> str | None:
+        prefix = f"s3://{self.uploads_bucket}/"
+        return uri[len(prefix) :] if uri.startswith(prefix) else None
+
     def list_pinned(self, *, after: str | None = None, limit: int = 1000) -> tuple[tuple[str, ...], str | None]:
         arguments: dict[str, Any] = {
             "Bucket": self.registry_bucket,

@@ -484,6 +484,20 @@ class AzureBlobArtifactStore(ArtifactStore):
         with _storage_errors(f"discarding pinned {digest}"), suppress(ResourceNotFoundError):
             self._pinned(digest).delete_blob()
 
+    def uri_of(self, key: str) -> str:
+        return str(self._blob(key).url)
+
+    def key_of_uri(self, uri: str) -> str | None:
+        """The container's blob URL (what `uri_of` gives), or wasbs://<container>@<account host>/<key>."""
+        container_url = str(self._uploads.url).rstrip("/") + "/"
+        if uri.startswith(container_url):
+            return unquote(uri[len(container_url) :])
+        parts = urlsplit(uri)
+        account_host = urlsplit(container_url).netloc
+        if parts.scheme in ("wasbs", "wasb") and parts.netloc == f"{self._uploads.container_name}@{account_host}":
+            return unquote(parts.path.lstrip("/"))
+        return None
+
     def list_pinned(self, *, after: str | None = None, limit: int = 1000) -> tuple[tuple[str, ...], str | None]:
         """`after` is the service's continuation token of the previous page."""
         with _storage_errors("listing the registry"):

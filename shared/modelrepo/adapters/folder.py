@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO, cast
+from urllib.parse import unquote, urlsplit
 
 from modelrepo.errors import InvalidInput, ObjectChanged, ObjectMissing
 from modelrepo.events import ObjectCreated
@@ -275,6 +276,27 @@ class FolderArtifactStore(ArtifactStore):
 
     def discard_pinned(self, digest: str) -> None:
         self._pinned_path(digest).unlink(missing_ok=True)
+
+    def uri_of(self, key: str) -> str:
+        return self.path_of(key).as_uri()
+
+    def key_of_uri(self, uri: str) -> str | None:
+        """A file URI or an absolute path inside the drop folder."""
+        if uri.startswith("file://"):
+            parts = urlsplit(uri)
+            if parts.netloc not in ("", "localhost"):
+                return None
+            path = Path(unquote(parts.path))
+        elif uri.startswith("/"):
+            path = Path(uri)
+        else:
+            return None
+        try:
+            relative = path.relative_to(self.uploads)
+        except ValueError:
+            return None
+        key = relative.as_posix()
+        return key + "/" if uri.endswith("/") and key != "." else (key if key != "." else "")
 
     def list_pinned(self, *, after: str | None = None, limit: int = 1000) -> tuple[tuple[str, ...], str | None]:
         digests: list[str] = []

@@ -11,6 +11,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, BinaryIO
+from urllib.parse import quote, unquote
 
 from modelrepo.errors import ConditionFailed, ObjectChanged, ObjectMissing
 from modelrepo.ports import (
@@ -136,6 +137,12 @@ class MemoryArtifactStore(ArtifactStore):
         with self._lock:
             digests = sorted(d for d in self._pinned if after is None or d > after)
         return tuple(digests[:limit]), digests[limit - 1] if len(digests) > limit else None
+
+    def uri_of(self, key: str) -> str:
+        return f"memory:///{quote(key)}"
+
+    def key_of_uri(self, uri: str) -> str | None:
+        return unquote(uri.removeprefix("memory:///")) if uri.startswith("memory:///") else None
 
     def replace_raw(self, key: str, content: bytes, **fields: Any) -> ObjectInfo:
         """Test hook: store bytes under a chosen ObjectInfo (e.g. an ETag that lies)."""
