@@ -15,6 +15,7 @@ import logging
 import re
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, ExitStack
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http import HTTPStatus
@@ -65,6 +66,7 @@ from modelrepo.model import (
 from modelrepo.outbox import CloudEvent
 from modelrepo.ports import iter_chunks
 from modelrepo.service import DeploymentHistory, ModelRepository, VersionFilter, VersionMetadata
+from modelrepo.unit_of_work import principal
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +87,7 @@ class Request:
     query: Mapping[str, str] = field(default_factory=dict)
     headers: Mapping[str, str] = field(default_factory=dict)  # keys in lower case
     body: bytes = b""
+    principal: str | None = None  # who the host authenticated (an IAM ARN, an API key's name), if it knows
 
 
 class BodyStream:
@@ -148,6 +151,22 @@ class BodyTooLarge(ModelRepoError):
     pass
 
 
+class Forbidden(ModelRepoError):
+    """The caller is authenticated but may not do this (say, name another actor than themselves)."""
+
+
+# The principal a request's actor must equal, while a request is handled under that rule.
+_ACTOR_MUST_BE: ContextVar[str | None] = ContextVar("actor_must_be", default=None)
+
+
+def check_actor_claim(actor: str) -> str:
+    """Under `actor_must_be_principal`, a request may only name its authenticated principal."""
+    required = _ACTOR_MUST_BE.get()
+    if required is not None and actor != required:
+        raise Forbidden(f"you are authenticated as {required!r} and may act only as yourself, not as {actor!r}")
+    return actor
+
+
 def describe_validation_error(error: ValidationError) -> str:
     """One line naming every field that is wrong and why."""
     parts = []
@@ -181,6 +200,7 @@ def _retry_after(error: Busy) -> dict[str, str]:
 ERRORS: tuple[ErrorAnswer, ...] = (
     ErrorAnswer(ValidationError, 400, "Bad input: the detail names the field or value", describe_validation_error),
     ErrorAnswer(InvalidInput, 400, "Bad input: the detail names the field or value"),
+    ErrorAnswer(Forbidden, 403, "Authenticated, but not allowed to do this"),
     ErrorAnswer(NotFound, 404, "No such thing (or route)"),
     ErrorAnswer(MethodNotAllowed, 405, "Method not allowed here", headers=lambda e: {"Allow": e.allow}),
     ErrorAnswer(Conflict, 409, "Conflicts with the current state"),
@@ -421,7 +441,7 @@ class Route:
         """Every error status this operation can answer."""
         found = {400, 404, 503}
         if not self.public:
-            found.add(UNAUTHORIZED[0])
+            found |= {UNAUTHORIZED[0], 403}
         if self.body is not None:
             found |= {413, 415}
         if self.method != "GET":
@@ -457,7 +477,11 @@ def _parse(request: Request, schema: type[B]) -> B:
         raise UnsupportedMediaType(f"send the body as application/json, not {content_type}")
     if not request.body.strip():
         raise InvalidInput("the request needs a JSON body")
-    return schema.model_validate_json(request.body, strict=True)
+    body = schema.model_validate_json(request.body, strict=True)
+    for claimed in ("registered_by", "deployed_by", "by"):
+        if isinstance(actor := getattr(body, claimed, None), str):
+            check_actor_claim(actor)
+    return body
 
 
 def _page(page: Any) -> dict[str, Any]:
@@ -467,11 +491,35 @@ def _page(page: Any) -> dict[str, Any]:
 class Api:
     """Dispatches a `Request` to the model repository and maps every outcome to a `Response`."""
 
-    def __init__(self, repository: ModelRepository, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
+    def __init__(
+        self,
+        repository: ModelRepository,
+        *,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        actor_must_be_principal: bool = False,
+    ) -> None:
         self.repository = repository
         self.max_body_bytes = max_body_bytes
+        self.actor_must_be_principal = actor_must_be_principal
 
     def handle(self, request: Request) -> Response:
+        """Answer one request; its authenticated principal goes into every event and audit entry it
+        causes, and under `actor_must_be_principal` must be the actor it names."""
+        if self.actor_must_be_principal and request.principal is None and request.method.upper() != "GET":
+            public = {route.template for route in ROUTES if route.public}
+            if not any(_compile(t).fullmatch(request.path) for t in public):
+                return problem(403, "this repository requires an authenticated principal for every change")
+        tokens = (
+            principal.set(request.principal),
+            _ACTOR_MUST_BE.set(request.principal if self.actor_must_be_principal else None),
+        )
+        try:
+            return self._answer(request)
+        finally:
+            _ACTOR_MUST_BE.reset(tokens[1])
+            principal.reset(tokens[0])
+
+    def _answer(self, request: Request) -> Response:
         try:
             if len(request.body) > self.max_body_bytes:
                 raise BodyTooLarge(f"the request body is larger than {self.max_body_bytes} bytes")
@@ -776,7 +824,7 @@ def _required(request: Request, name: str, why: str) -> str:
     value = request.query.get(name)
     if value is None:
         raise InvalidInput(f"{why} with the query parameter {name!r}")
-    return value
+    return check_actor_claim(value) if name == "by" else value
 
 
 def _status(raw: str) -> ApprovalStatus:

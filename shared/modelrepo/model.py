@@ -400,6 +400,7 @@ class AuditEntry(Record):
     subject: str
     details: dict[str, Any] = Field(default_factory=dict)
     sequence: int | None = None  # the change's event in the partition's event sequence
+    principal: str | None = None  # who the host authenticated, beside the actor the request named
 
 
 T = TypeVar("T")

@@ -51,7 +51,8 @@ EVENT_TYPES: tuple[str, ...] = (
 
 
 class CloudEvent(BaseModel):
-    """A CloudEvents 1.0 event in structured JSON mode, with the extensions `sequence` and `actor`."""
+    """A CloudEvents 1.0 event in structured JSON mode, with the extensions `sequence`, `actor` and,
+    where the host authenticated the caller, `principal`."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -65,9 +66,10 @@ class CloudEvent(BaseModel):
     data: dict[str, Any]
     sequence: int
     actor: str
+    principal: str | None = None  # who the host authenticated, where it knows
 
     def to_json(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+        return self.model_dump(mode="json", exclude_none=True)
 
 
 def event_of(row: dict[str, Any] | Any) -> CloudEvent:
@@ -85,4 +87,5 @@ def audit_entry_of(row: dict[str, Any] | Any) -> AuditEntry:
         subject=row["subject"],
         details=row.get("details", {}),
         sequence=event["sequence"],
+        principal=event.get("principal"),
     )

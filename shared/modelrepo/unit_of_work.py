@@ -15,6 +15,7 @@ import threading
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
@@ -30,6 +31,9 @@ V = TypeVar("V")
 R = TypeVar("R")
 
 DEFAULT_SOURCE = "urn:modelrepo:unnamed"
+# Who the host authenticated for the request being handled (an IAM ARN, an API key's name, ...),
+# beside the actor a request names itself. Hosts set it around each request (`Api.handle`).
+principal: ContextVar[str | None] = ContextVar("principal", default=None)
 SCAN_BUDGET = 1000  # rows a filtered page may read when no index serves its filter
 REMEMBERED = 4096
 
@@ -167,10 +171,12 @@ class UnitOfWork:
         action: str,
         about: str,
         details: Mapping[str, Any] | None = None,
+        by_principal: str | None = None,
     ) -> int:
         """Append the change's event: the next sequence of the partition, in the same atomic write;
         returns the sequence. `action`, `about` and `details` are the audit entry's (what was done,
-        to what, with what).
+        to what, with what). `by_principal` is who the host authenticated; by default the one of
+        the request this thread handles (registrations batched from other threads pass their own).
 
         The CloudEvent is written as its wire form directly (this runs once per registration in a
         batch, where building and dumping a model per event measurably cost throughput);
@@ -190,6 +196,8 @@ class UnitOfWork:
             "sequence": sequence,
             "actor": actor,
         }
+        if (who := by_principal or principal.get()) is not None:
+            event["principal"] = who
         document = {"event": event, "action": action, "subject": about, "details": details or {}, "token": self.token}
         self.create(tables.event_row(sequence), document)
         self.events.append(sequence)

@@ -36,7 +36,7 @@ from modelrepo.model import (
     check_signature,
 )
 from modelrepo.ports import MAX_WRITES_PER_TRANSACTION, Item
-from modelrepo.unit_of_work import Context, UnitOfWork, execute, filtered_page, rfc3339
+from modelrepo.unit_of_work import Context, UnitOfWork, execute, filtered_page, principal, rfc3339
 
 PIN_LOCK_STRIPES = 64
 
@@ -110,6 +110,9 @@ class Registration:
     metadata: VersionMetadata = field(default_factory=VersionMetadata)
     leased_at: datetime | None = None  # when its bytes' lease was taken (None: tests that build one by hand)
     idempotency_window: timedelta | None = None  # None: the key counts forever
+    # Who the host authenticated for the request; taken in the requester's thread, since another
+    # thread may commit its batch.
+    principal: str | None = field(default_factory=principal.get)
 
     def model(self, version: int, uow: UnitOfWork) -> RegisteredModel:
         return RegisteredModel(
@@ -346,6 +349,7 @@ class Registrations:
                     action="model.registered",
                     about=f"version {latest}",
                     details={"source": request.source.identity, "sha256": request.source.sha256},
+                    by_principal=request.principal,
                 )
                 uow.create(tables.version_row(latest), {"model": wire, "sequence": sequence})
                 if request.idempotency_key is not None:
