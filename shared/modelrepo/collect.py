@@ -62,13 +62,8 @@ def lease(ctx: Context, digest: str) -> datetime:
                     ctx.metadata.transact([Delete(PINS_PARTITION, row, if_match=current.etag)])
             continue  # being released: once it is gone, pin the bytes anew
         document = {"at": rfc3339(now)}
-        put = (
-            Put(PINS_PARTITION, row, document, if_match=current.etag)
-            if current is not None
-            else Put(PINS_PARTITION, row, document, if_absent=True)
-        )
         try:
-            ctx.metadata.transact([put])
+            ctx.metadata.transact([Put.over(current, PINS_PARTITION, row, document)])
         except (ConditionFailed, Throttled, OutcomeUnknown):
             continue
         return now
@@ -127,13 +122,8 @@ def _release(ctx: Context, digest: str, started: datetime) -> bool:
         "collecting": True,
         "claimedAt": rfc3339(ctx.now()),
     }
-    put = (
-        Put(PINS_PARTITION, row, claim, if_match=current.etag)
-        if current is not None
-        else Put(PINS_PARTITION, row, claim, if_absent=True)
-    )
     try:
-        ctx.metadata.transact([put])
+        ctx.metadata.transact([Put.over(current, PINS_PARTITION, row, claim)])
     except (ConditionFailed, Throttled, OutcomeUnknown):
         return False  # a registration leased it meanwhile (or the answer was lost): leave it
     ctx.artifacts.discard_pinned(digest)

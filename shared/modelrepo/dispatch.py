@@ -28,7 +28,7 @@ from modelrepo.commands.changes import events_after
 from modelrepo.errors import ConditionFailed, ModelRepoError, OutcomeUnknown, Throttled
 from modelrepo.model import Record
 from modelrepo.outbox import CloudEvent
-from modelrepo.ports import Delete, MetadataStore, Put
+from modelrepo.ports import Delete, Item, MetadataStore, Put
 from modelrepo.unit_of_work import query_all, utc_now
 
 log = logging.getLogger(__name__)
@@ -130,12 +130,10 @@ class Dispatcher:
             self._unpark(partition)
         return delivered
 
-    def _advance(self, partition: str, cursor: Any, sequence: int) -> bool:
+    def _advance(self, partition: str, cursor: Item | None, sequence: int) -> bool:
         row = tables.dispatch_row(self.subscriber)
-        data = {"after": sequence}
-        put = Put(partition, row, data, if_match=cursor.etag) if cursor else Put(partition, row, data, if_absent=True)
         try:
-            self.metadata.transact([put])
+            self.metadata.transact([Put.over(cursor, partition, row, {"after": sequence})])
         except (ConditionFailed, Throttled, OutcomeUnknown):
             return False  # re-read: the cursor only ever moves forward through a guarded write
         return True

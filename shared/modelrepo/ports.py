@@ -56,6 +56,14 @@ class Put:
         if self.if_absent and self.if_match is not None:
             raise ValueError("a Put cannot be both if_absent and if_match")
 
+    @classmethod
+    def over(cls, current: Item | None, partition: str, row: str, data: Mapping[str, Any]) -> Put:
+        """Replace `current` only if nobody changed it since it was read; create the row only if it
+        was absent (`current` None): the optimistic write every guarded change makes."""
+        if current is None:
+            return cls(partition, row, data, if_absent=True)
+        return cls(partition, row, data, if_match=current.etag)
+
 
 @dataclass(frozen=True)
 class Delete:

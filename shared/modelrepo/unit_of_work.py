@@ -141,11 +141,7 @@ class UnitOfWork:
         was absent."""
         if row not in self._read:
             raise RuntimeError(f"save({row!r}) needs the row to be read first in the same unit of work")
-        current = self._read[row]
-        if current is None:
-            self._stage(Put(self.partition, row, data, if_absent=True))
-        else:
-            self._stage(Put(self.partition, row, data, if_match=current.etag))
+        self._stage(Put.over(self._read[row], self.partition, row, data))
 
     def upsert(self, row: str, data: Mapping[str, Any]) -> None:
         """Write a row whatever it holds (for rows only one writer owns)."""
@@ -233,14 +229,10 @@ class UnitOfWork:
         writes = list(self._writes.values())
         if self._counter is not None:
             self.get(tables.COUNTER_ROW)
-            writes.insert(0, self._guarded(tables.COUNTER_ROW, self._counter))
+            writes.insert(
+                0, Put.over(self._read[tables.COUNTER_ROW], self.partition, tables.COUNTER_ROW, self._counter)
+            )
         return writes
-
-    def _guarded(self, row: str, data: Mapping[str, Any]) -> Put:
-        current = self._read[row]
-        if current is None:
-            return Put(self.partition, row, data, if_absent=True)
-        return Put(self.partition, row, data, if_match=current.etag)
 
     def commit(self) -> None:
         writes = self.writes()
