@@ -30,9 +30,9 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, Self, TypeVar
 from urllib.parse import quote, unquote
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
-from modelrepo.api import Request
+from modelrepo.api import Request, describe_validation_error
 from modelrepo.client import models
 from modelrepo.client.errors import (
     ApiError,
@@ -232,8 +232,8 @@ class Client:
 
     def health(self) -> str:
         """`ok` when the service is up (needs no credentials)."""
-        status: str = self._json("GET", "/api/health")["status"]
-        return status
+        answer = self._json("GET", "/api/health")
+        return str(answer.get("status")) if isinstance(answer, dict) else ""
 
     def openapi(self) -> dict[str, Any]:
         """The service's OpenAPI 3.1 document."""
@@ -244,12 +244,12 @@ class Client:
 
     def run_artifacts(self, run_id: str) -> list[RunArtifact]:
         """The current version of each of the run's files."""
-        items = self._json("GET", api_path("runs", run_id, "artifacts"))["items"]
-        return [models.RunArtifact.model_validate(item) for item in items]
+        items = _items(self._json("GET", api_path("runs", run_id, "artifacts")))
+        return [_record(models.RunArtifact, item) for item in items]
 
     def artifact(self, run_artifact_id: str) -> RunArtifact:
         """One run artifact, also an older, superseded one."""
-        return models.RunArtifact.model_validate(self._json("GET", api_path("artifacts", run_artifact_id)))
+        return _record(models.RunArtifact, self._json("GET", api_path("artifacts", run_artifact_id)))
 
     def rejections(self, *, page_size: int = DEFAULT_PAGE_SIZE) -> Iterator[Rejection]:
         """Uploads that are not artifacts, with the reason; pages are fetched as the loop goes."""
@@ -315,23 +315,21 @@ class Client:
         if description is not None:
             body["description"] = description
         headers = {"idempotency-key": idempotency_key or str(uuid.uuid4())}
-        return models.RegisteredModel.model_validate(
-            self._json("POST", api_path("register"), body=body, headers=headers)
-        )
+        return _record(models.RegisteredModel, self._json("POST", api_path("register"), body=body, headers=headers))
 
     def models(self, experiment_id: str, *, page_size: int = DEFAULT_PAGE_SIZE) -> Iterator[RegisteredModel]:
         """The experiment's versions, newest first."""
         return self._pages(api_path("experiments", experiment_id, "models"), models.RegisteredModel, page_size)
 
     def latest_model(self, experiment_id: str) -> RegisteredModel:
-        return models.RegisteredModel.model_validate(
-            self._json("GET", api_path("experiments", experiment_id, "models", "latest"))
+        return _record(
+            models.RegisteredModel, self._json("GET", api_path("experiments", experiment_id, "models", "latest"))
         )
 
     def model(self, experiment_id: str, version: int | str) -> RegisteredModel:
         """One version. A string is sent as typed (the API validates it; 'latest' is the newest)."""
-        return models.RegisteredModel.model_validate(
-            self._json("GET", api_path("experiments", experiment_id, "models", version))
+        return _record(
+            models.RegisteredModel, self._json("GET", api_path("experiments", experiment_id, "models", version))
         )
 
     def download(self, experiment_id: str, version: int | str) -> Download:
@@ -366,29 +364,29 @@ class Client:
 
     def set_tag(self, experiment_id: str, version: int | str, key: str, value: str, by: str) -> RegisteredModel:
         path = api_path("experiments", experiment_id, "models", version, "tags", key)
-        return models.RegisteredModel.model_validate(self._json("PUT", path, body={"value": value, "by": by}))
+        return _record(models.RegisteredModel, self._json("PUT", path, body={"value": value, "by": by}))
 
     def delete_tag(self, experiment_id: str, version: int | str, key: str, by: str) -> RegisteredModel:
         path = api_path("experiments", experiment_id, "models", version, "tags", key)
-        return models.RegisteredModel.model_validate(self._json("DELETE", path, query={"by": by}))
+        return _record(models.RegisteredModel, self._json("DELETE", path, query={"by": by}))
 
     # --- deployments ---
 
     def deploy(self, experiment_id: str, version: int, target: str, deployed_by: str) -> Deployment:
         body = {"version": version, "target": target, "deployedBy": deployed_by}
-        return models.Deployment.model_validate(
-            self._json("POST", api_path("experiments", experiment_id, "deployments"), body=body)
+        return _record(
+            models.Deployment, self._json("POST", api_path("experiments", experiment_id, "deployments"), body=body)
         )
 
     def rollback(self, experiment_id: str, target: str, deployed_by: str) -> Deployment:
         """Deploy again the version that was current before the current deployment of `target`."""
         path = api_path("experiments", experiment_id, "deployments", target, "rollback")
-        return models.Deployment.model_validate(self._json("POST", path, body={"deployedBy": deployed_by}))
+        return _record(models.Deployment, self._json("POST", path, body={"deployedBy": deployed_by}))
 
     def deployments(self, experiment_id: str) -> list[Deployment]:
         """The current deployment of every target."""
-        items = self._json("GET", api_path("experiments", experiment_id, "deployments"))["items"]
-        return [models.Deployment.model_validate(item) for item in items]
+        items = _items(self._json("GET", api_path("experiments", experiment_id, "deployments")))
+        return [_record(models.Deployment, item) for item in items]
 
     def deployment_history(
         self, experiment_id: str, target: str, *, page_size: int = DEFAULT_PAGE_SIZE
@@ -414,9 +412,7 @@ class Client:
     def _history_pages(self, path: str, page_size: int) -> Iterator[DeploymentHistory]:
         cursor: str | None = None
         while True:
-            page = models.DeploymentHistory.model_validate(
-                self._json("GET", path, query=_page_query(page_size, cursor))
-            )
+            page = _record(models.DeploymentHistory, self._json("GET", path, query=_page_query(page_size, cursor)))
             yield page
             cursor = page.next_cursor
             if not cursor:
@@ -429,8 +425,8 @@ class Client:
             cursor: str | None = None
             while True:
                 page = self._json("GET", path, query=query if cursor is None else _page_query(page_size, cursor))
-                for item in page["items"]:
-                    yield record.model_validate(item)
+                for item in _items(page):
+                    yield _record(record, item)
                 cursor = page.get("nextCursor")
                 if not cursor:
                     return
@@ -536,6 +532,20 @@ class Download:
 
 
 # --- helpers -------------------------------------------------------------------------------------
+
+
+def _record(record: type[M], data: Any) -> M:
+    try:
+        return record.model_validate(data)
+    except ValidationError as error:
+        raise ClientError(f"the answer is not a {record.__name__}: {describe_validation_error(error)}") from None
+
+
+def _items(answer: Any) -> list[Any]:
+    items = answer.get("items") if isinstance(answer, dict) else None
+    if not isinstance(items, list):
+        raise ClientError("the answer is not a listing (no 'items')")
+    return items
 
 
 def _page_query(page_size: int, cursor: str | None) -> dict[str, str]:
