@@ -527,6 +527,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             configure(args, settings, env, show)
             return 0
         if args.command in OPERATOR_COMMANDS:
+            if args.profile:
+                raise CommandFailed(f"{args.command} works on the storage directly: choose it with --backend")
             run_operator_command(args, settings, env, show)
             return 0
         connection = _connection(args, settings, env)
