@@ -20,13 +20,12 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import ExitStack
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
 from modelrepo.backends import BACKENDS, open_backend
 from modelrepo.client import ApiError, Client, NotRecorded
-from modelrepo.client.config import Profile
 from modelrepo.errors import InvalidInput, ModelRepoError
 from modelrepo.events import ObjectCreated
 from modelrepo.model import ArtifactKey
@@ -34,6 +33,9 @@ from modelrepo.ports import DeadLetter
 from modelrepo.recovery import Reconciler, replay_dead_letters
 from modelrepo.service import DEFAULT_PAGE
 from modelrepo.settings import LocalSettings
+
+if TYPE_CHECKING:
+    from modelrepo.client.config import Profile
 
 PROGRESS_THRESHOLD_BYTES = 8 * 1024 * 1024
 

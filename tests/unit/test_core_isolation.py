@@ -16,7 +16,7 @@ SCENARIO = textwrap.dedent(
     import importlib.abc, io, socket, sys, tempfile, threading
     from pathlib import Path
 
-    BLOCKED = ("boto3", "botocore", "azure", "aws_lambda_powertools", "moto", "requests", "urllib3", "httpx")
+    BLOCKED = ("boto3", "botocore", "azure", "aws_lambda_powertools", "moto", "requests", "urllib3", "httpx", "tomli_w")
 
     class NoCloud(importlib.abc.MetaPathFinder):
         def find_spec(self, name, path=None, target=None):

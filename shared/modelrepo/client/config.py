@@ -24,7 +24,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, Self
 
-import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from modelrepo.api import describe_validation_error
@@ -186,6 +185,8 @@ def save_profile(name: str, profile: Profile, environ: Mapping[str, str]) -> Pat
     path = config_path(environ)
     profiles = read_profiles(path)
     profiles[name] = profile.stored()
+    import tomli_w  # only writing needs it (the CLI's other commands run without the client extra)
+
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         handle, temp = tempfile.mkstemp(prefix=".config-", suffix=".toml", dir=path.parent)
