@@ -1,8 +1,9 @@
 """`modelrepo`: the command line.
 
-Every command except `serve` and `upload` is an HTTP API call, sent either in-process to the local
-root (default) or over HTTP to a running service (`--url`), so the CLI validates and answers
-exactly as the API does.
+Every command except `serve`, `upload` and `configure` is an API call made with `modelrepo.Client`,
+either in-process on the local root (default) or over HTTP to a running service or a deployed
+stack (`--url`, or `--profile` for the profiles `modelrepo configure` writes), so the CLI validates
+and answers exactly as the API does, on every host.
 """
 
 from __future__ import annotations
@@ -10,31 +11,34 @@ from __future__ import annotations
 import argparse
 import contextlib
 import getpass
-import hashlib
 import json
 import logging
 import os
 import signal
 import sys
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import ExitStack
+from itertools import islice
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol, cast
-from urllib.parse import quote, unquote, urlencode
+from typing import TYPE_CHECKING, Any
 
-from modelrepo.api import Api, BodyStream, Request, Response
+from pydantic import BaseModel, ValidationError
+
+from modelrepo.api import describe_validation_error
 from modelrepo.backends import BACKENDS, open_backend
+from modelrepo.client import ApiError, Client, NotRecorded
 from modelrepo.dispatch import ParkedDelivery, parked_deliveries, retry_now
 from modelrepo.errors import InvalidInput, ModelRepoError
 from modelrepo.events import ObjectCreated
-from modelrepo.limits import parse_version
-from modelrepo.model import ArtifactKey
+from modelrepo.limits import DEFAULT_PAGE, parse_version
+from modelrepo.model import ArtifactKey, Lineage
 from modelrepo.ports import DeadLetter
 from modelrepo.recovery import Reconciler, replay_dead_letters
 from modelrepo.settings import LocalSettings
+
+if TYPE_CHECKING:
+    from modelrepo.client.config import Profile
 
 PROGRESS_THRESHOLD_BYTES = 8 * 1024 * 1024
 
@@ -43,223 +47,135 @@ class CommandFailed(Exception):
     """Ends the command with a one-line reason and a non-zero exit code."""
 
 
-# --- transports ----------------------------------------------------------------------------------
-
-
-class Transport(Protocol):
-    def send(self, request: Request) -> Response: ...
-
-
-class InProcess:
-    def __init__(self, api: Api) -> None:
-        self.api = api
-
-    def send(self, request: Request) -> Response:
-        return self.api.handle(request)
-
-
-class OverHttp:
-    def __init__(self, base_url: str, api_key: str | None) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.api_key = api_key
-
-    def send(self, request: Request) -> Response:
-        url = self.base_url + request.path
-        if request.query:
-            url += "?" + urlencode(request.query)
-        headers = dict(request.headers)
-        if request.body:
-            headers["Content-Type"] = "application/json"
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        outgoing = urllib.request.Request(url, data=request.body or None, headers=headers, method=request.method)
-        try:
-            answer = urllib.request.urlopen(outgoing, timeout=60)
-        except urllib.error.HTTPError as error:
-            return Response(error.code, dict(error.headers.items()), error.read())
-        except urllib.error.URLError as error:
-            raise CommandFailed(f"cannot reach {self.base_url}: {error.reason}") from None
-        headers_in = dict(answer.headers.items())
-        if headers_in.get("Content-Type", "").startswith("application/octet-stream"):
-            resources = ExitStack()
-            resources.callback(answer.close)
-            return Response(answer.status, headers_in, stream=BodyStream(cast(BinaryIO, answer), resources))
-        with answer:
-            return Response(answer.status, headers_in, answer.read())
-
-
 # --- commands ------------------------------------------------------------------------------------
 
 
-def _path(*segments: str | int) -> str:
-    return "/api/" + "/".join(quote(str(s), safe="") for s in segments)
+def _records(records: Iterable[BaseModel], limit: int) -> list[dict[str, Any]]:
+    return [record.model_dump(mode="json", by_alias=True) for record in islice(records, max(0, limit))]
 
 
-def _call(
-    transport: Transport,
-    method: str,
-    path: str,
-    body: dict[str, Any] | None = None,
-    query: dict[str, str] | None = None,
-    headers: dict[str, str] | None = None,
-) -> Response:
-    payload = json.dumps(body).encode() if body is not None else b""
-    response = transport.send(Request(method, path, query or {}, headers or {}, payload))
-    if response.status >= 400:
-        if response.stream is not None:
-            response.stream.close()
-        try:
-            detail = json.loads(response.body).get("detail", "")
-        except (ValueError, AttributeError):
-            detail = response.body.decode("utf-8", "replace")[:200]
-        raise CommandFailed(f"{detail} (HTTP {response.status})")
-    return response
-
-
-def _all_pages(
-    transport: Transport, path: str, limit: int, filters: dict[str, str] | None = None
-) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = []
-    cursor: str | None = None
-    while len(items) < limit:
-        query = {**(filters or {}), "limit": str(min(1000, limit - len(items)))}
-        if cursor:
-            query["cursor"] = cursor
-        page = _call(transport, "GET", path, query=query).json()
-        items.extend(page["items"])
-        cursor = page.get("nextCursor")
-        if not cursor:
-            break
-    return items
+def _page_size(limit: int) -> int:
+    return max(1, min(1000, limit))
 
 
 Printer = Callable[[Any, str], None]
 
 
-def run_command(args: argparse.Namespace, transport: Transport, show: Printer) -> None:
+def run_command(args: argparse.Namespace, client: Client, show: Printer) -> None:
+    """One API command through the client; its answer printed as a table or JSON."""
     command = args.command
     if command == "artifacts":
-        show(_call(transport, "GET", _path("runs", args.run, "artifacts")).json()["items"], "artifact")
+        show([a.to_json() for a in client.run_artifacts(args.run)], "artifact")
     elif command == "rejections":
-        show(_all_pages(transport, _path("rejections"), args.limit), "rejection")
+        show(_records(client.rejections(page_size=_page_size(args.limit)), args.limit), "rejection")
     elif command == "register":
-        body: dict[str, Any] = {
-            "experimentId": args.experiment,
-            "runArtifactId": args.run_artifact_id,
-            "registeredBy": args.by,
-        }
-        if args.description is not None:
-            body["description"] = args.description
-        body.update(_metadata_arguments(args))
-        headers = {"idempotency-key": args.idempotency_key} if args.idempotency_key else {}
-        show(_call(transport, "POST", _path("register"), body, headers=headers).json(), "model")
+        metadata = _metadata_arguments(args)
+        model = client.register(
+            args.experiment,
+            args.run_artifact_id,
+            args.by,
+            description=args.description,
+            idempotency_key=args.idempotency_key,
+            **metadata,
+        )
+        show(model.to_json(), "model")
     elif command == "versions":
-        filters = _pairs(args.tag, "--tag", prefix="tag.")
-        if args.status:
-            filters["status"] = args.status
-        filters.update({flag: "true" for flag in ("archived", "deleted") if getattr(args, flag)})
-        show(_all_pages(transport, _path("experiments", args.experiment, "models"), args.limit, filters), "model")
+        versions = client.models(
+            args.experiment,
+            page_size=_page_size(args.limit),
+            status=args.status,
+            tags=_pairs(args.tag, "--tag"),
+            archived=args.archived,
+            deleted=args.deleted,
+        )
+        show(_records(versions, args.limit), "model")
     elif command == "experiments":
-        filters = {"prefix": args.prefix} if args.prefix else {}
-        show(_all_pages(transport, _path("experiments"), args.limit, filters), "experiment")
+        show(
+            _records(client.experiments(prefix=args.prefix, page_size=_page_size(args.limit)), args.limit), "experiment"
+        )
     elif command == "describe":
-        path = _path("experiments", args.experiment)
         if args.set is None:
-            show(_call(transport, "GET", path).json(), "experiment")
+            show(client.experiment(args.experiment).to_json(), "experiment")
         else:
-            show(_call(transport, "PATCH", path, {"description": args.set, "by": _by(args)}).json(), "experiment")
+            show(client.describe(args.experiment, args.set, _by(args)).to_json(), "experiment")
     elif command in ("approve", "reject"):
-        body = {"status": "approved" if command == "approve" else "rejected", "by": args.by}
-        if args.comment is not None:
-            body["comment"] = args.comment
-        path = _path("experiments", args.experiment, "models", args.version, "approval")
-        show(_call(transport, "POST", path, body).json(), "model")
+        decide = client.approve if command == "approve" else client.reject
+        show(decide(args.experiment, args.version, args.by, args.comment).to_json(), "model")
     elif command in ("archive", "restore"):
-        path = _path("experiments", args.experiment, "models", args.version, command)
-        show(_call(transport, "POST", path, {"by": args.by}).json(), "model")
+        change = client.archive if command == "archive" else client.restore
+        show(change(args.experiment, args.version, args.by).to_json(), "model")
     elif command == "delete":
-        query = {"by": args.by, **({"reason": args.reason} if args.reason else {})}
-        path = _path("experiments", args.experiment, "models", args.version)
-        show(_call(transport, "DELETE", path, query=query).json(), "model")
+        show(client.delete_version(args.experiment, args.version, args.by, args.reason).to_json(), "model")
     elif command == "update":
-        body = {**_metadata_arguments(args), "by": args.by}
-        if args.description is not None:
-            body["description"] = args.description
-        path = _path("experiments", args.experiment, "models", args.version)
-        show(_call(transport, "PATCH", path, body).json(), "model")
+        updated = client.update(
+            args.experiment, args.version, args.by, description=args.description, **_metadata_arguments(args)
+        )
+        show(updated.to_json(), "model")
     elif command == "search":
-        filters = _pairs(args.tag, "--tag", prefix="tag.")
-        if args.status:
-            filters["status"] = args.status
-        show(_all_pages(transport, _path("search", "models"), args.limit, filters), "model")
+        found = client.search(tags=_pairs(args.tag, "--tag"), status=args.status, page_size=_page_size(args.limit))
+        show(_records(found, args.limit), "model")
     elif command == "target":
-        path = _path("experiments", args.experiment, "targets", args.target)
         if args.require_approval is None:
-            show(_call(transport, "GET", path).json(), "target")
+            show(client.target_policy(args.experiment, args.target).to_json(), "target")
         else:
-            body = {"requireApproval": args.require_approval, "by": _by(args)}
-            show(_call(transport, "PUT", path, body).json(), "target")
+            policy = client.set_target_policy(
+                args.experiment, args.target, require_approval=args.require_approval, by=_by(args)
+            )
+            show(policy.to_json(), "target")
     elif command == "show":
-        show(_call(transport, "GET", _path("experiments", args.experiment, "models", args.version)).json(), "model")
+        show(client.model(args.experiment, args.version).to_json(), "model")
     elif command == "tag":
-        body = {"value": args.value, "by": args.by}
-        path = _path("experiments", args.experiment, "models", args.version, "tags", args.key)
-        show(_call(transport, "PUT", path, body).json(), "model")
+        show(client.set_tag(args.experiment, args.version, args.key, args.value, args.by).to_json(), "model")
     elif command == "untag":
-        path = _path("experiments", args.experiment, "models", args.version, "tags", args.key)
-        show(_call(transport, "DELETE", path, query={"by": args.by}).json(), "model")
+        show(client.delete_tag(args.experiment, args.version, args.key, args.by).to_json(), "model")
     elif command == "deploy":
         version = _version_number(args.version)
         if version is None:  # @target or latest: what it names right now
-            version = _call(transport, "GET", _path("experiments", args.experiment, "models", args.version)).json()[
-                "version"
-            ]
-        body = {"version": version, "target": args.target, "deployedBy": args.by}
-        show(_call(transport, "POST", _path("experiments", args.experiment, "deployments"), body).json(), "deployment")
+            version = client.model(args.experiment, args.version).version
+        deployment = client.deploy(args.experiment, version, args.target, args.by)
+        show(deployment.to_json(), "deployment")
     elif command == "rollback":
-        path = _path("experiments", args.experiment, "deployments", args.target, "rollback")
-        show(_call(transport, "POST", path, {"deployedBy": args.by}).json(), "deployment")
+        show(client.rollback(args.experiment, args.target, args.by).to_json(), "deployment")
     elif command == "deployments":
         if args.target:
-            history = _call(transport, "GET", _path("experiments", args.experiment, "deployments", args.target)).json()
-            show(history["history"], "deployment")
+            history = client.deployment_history(args.experiment, args.target, page_size=DEFAULT_PAGE)
+            show(_records(history, DEFAULT_PAGE), "deployment")
         else:
-            show(
-                _call(transport, "GET", _path("experiments", args.experiment, "deployments")).json()["items"],
-                "deployment",
-            )
+            show([d.to_json() for d in client.deployments(args.experiment)], "deployment")
     elif command == "audit":
-        show(_all_pages(transport, _path("experiments", args.experiment, "audit"), args.limit), "audit")
+        show(_records(client.experiment_audit(args.experiment, page_size=_page_size(args.limit)), args.limit), "audit")
     elif command == "download":
-        show(_download(transport, args.experiment, args.version, Path(args.dest), args.force), "download")
+        show(_download(client, args.experiment, args.version, Path(args.dest), args.force), "download")
     elif command == "events":
-        _events(transport, args, show)
+        _events(client, args, show)
     else:  # pragma: no cover - argparse only admits the commands above
         raise CommandFailed(f"unknown command {command}")
 
 
-def _events(transport: Transport, args: argparse.Namespace, show: Printer) -> None:
-    """Page through an experiment's (or a run's) events; with --follow, keep polling for new ones."""
-    path = _path("runs", args.run, "events") if args.run else _path("experiments", args.experiment, "events")
+def _events(client: Client, args: argparse.Namespace, show: Printer) -> None:
+    """An experiment's (or a run's) events after a sequence; with --follow, keep polling for new ones."""
     if args.after < 0:
         raise CommandFailed("--after must be 0 or a sequence number")
-    after, seen = args.after, []
+    after = args.after
+
+    def since(position: int) -> list[dict[str, Any]]:
+        found = (
+            client.run_events(args.run, after=position) if args.run else client.events(args.experiment, after=position)
+        )
+        return [event.to_json() for event in found]
+
+    if not args.follow:
+        show(since(after), "event")
+        return
     while True:
-        page = _call(transport, "GET", path, query={"after": str(after), "limit": "1000"}).json()
-        if page["items"]:
-            after = page["items"][-1]["sequence"]
-            if not args.follow:
-                seen.extend(page["items"])
-            elif args.json:
-                for event in page["items"]:
+        events = since(after)
+        if events:
+            after = events[-1]["sequence"]
+            if args.json:
+                for event in events:
                     print(json.dumps(event, ensure_ascii=False), flush=True)
             else:
-                show(page["items"], "event")
-        if page.get("nextCursor"):
-            continue
-        if not args.follow:
-            show(seen, "event")
-            return
+                show(events, "event")
         time.sleep(args.poll)
 
 
@@ -346,7 +262,7 @@ def _pairs(values: Sequence[str] | None, option: str, *, prefix: str = "") -> di
 
 
 def _metadata_arguments(args: argparse.Namespace) -> dict[str, Any]:
-    """Version metadata from the command line (register and update)."""
+    """Version metadata from the command line (register and update), as the client's keywords."""
     body: dict[str, Any] = {}
     metrics = _pairs(args.metric, "--metric")
     if metrics:
@@ -361,52 +277,33 @@ def _metadata_arguments(args: argparse.Namespace) -> dict[str, Any]:
             body["signature"] = json.loads(Path(args.signature).read_text(encoding="utf-8"))
         except (OSError, ValueError) as error:
             raise CommandFailed(f"--signature {args.signature}: cannot read a JSON object ({error})") from None
-    lineage = {
-        key: value
-        for key, value in (("sourceCommit", args.source_commit), ("datasets", args.dataset), ("notes", args.notes))
-        if value
-    }
-    if lineage:
-        body["lineage"] = lineage
+    if args.source_commit or args.dataset or args.notes:
+        try:
+            body["lineage"] = Lineage(source_commit=args.source_commit, datasets=args.dataset or [], notes=args.notes)
+        except ValidationError as error:
+            raise CommandFailed(describe_validation_error(error)) from None
     return body
 
 
-def _download(transport: Transport, experiment: str, version: str, dest: Path, force: bool) -> dict[str, Any]:
-    response = _call(transport, "GET", _path("experiments", experiment, "models", version, "download"))
-    assert response.stream is not None
-    with ExitStack() as cleanup:
-        cleanup.callback(response.stream.close)
-        headers = {k.lower(): v for k, v in response.headers.items()}
-        expected = headers.get("etag", "").strip('"')
-        name = _filename(headers.get("content-disposition", "")) or f"{experiment}-v{version}.bin"
+def _download(client: Client, experiment: str, version: str, dest: Path, force: bool) -> dict[str, Any]:
+    with client.download(experiment, version) as download:
+        name = download.filename or f"{experiment}-v{version}.bin"
         target = dest / name if dest.is_dir() else dest
         if target.exists() and not force:
             raise CommandFailed(f"{target} exists; pass --force to replace it")
         temp = target.with_name(f".{target.name}.download-{os.getpid()}")
-        digest = hashlib.sha256()
         size = 0
         try:
             with temp.open("wb") as out:
-                for chunk in response.stream:
+                for chunk in download:  # the client checks the sha256 before the loop ends
                     out.write(chunk)
-                    digest.update(chunk)
                     size += len(chunk)
-            if expected and digest.hexdigest() != expected:
-                raise CommandFailed(f"downloaded bytes have sha256 {digest.hexdigest()}, expected {expected}")
             os.replace(temp, target)
         except OSError as error:
             raise CommandFailed(f"cannot write {target}: {error.strerror}") from None
         finally:
             temp.unlink(missing_ok=True)
-    return {"path": str(target), "size": size, "sha256": digest.hexdigest()}
-
-
-def _filename(disposition: str) -> str | None:
-    marker = "filename*=UTF-8''"
-    if marker not in disposition:
-        return None
-    name = unquote(disposition.split(marker, 1)[1].split(";", maxsplit=1)[0])
-    return name if name and "/" not in name and name not in (".", "..") else None
+    return {"path": str(target), "size": size, "sha256": download.sha256}
 
 
 def upload(
@@ -444,6 +341,104 @@ def upload(
     show(result.artifact.to_json(), "artifact")
 
 
+def upload_to_cloud(profile: Profile, args: argparse.Namespace, environ: Mapping[str, str], show: Printer) -> None:
+    """Put a file into the profile's bucket (S3 or Blob Storage), then wait until it is recorded."""
+    from modelrepo.client.uploads import upload_file
+
+    source: Path = args.path
+    where = ArtifactKey(args.experiment, args.run, args.name or source.name)
+    try:
+        ArtifactKey.parse(where.key)
+    except InvalidInput as error:
+        raise CommandFailed(error.detail) from None
+    if not source.is_file():
+        raise CommandFailed(f"{source} is not a readable file")
+    if not args.timeout > 0:
+        raise CommandFailed("--timeout must be a positive number of seconds")
+    with ExitStack() as progress_bar:
+        progress: Callable[[int], None] | None = None
+        size = source.stat().st_size
+        if size >= PROGRESS_THRESHOLD_BYTES and not args.json and sys.stderr.isatty():
+            from rich.progress import Progress
+
+            bar = progress_bar.enter_context(Progress(transient=True))
+            task = bar.add_task(f"uploading {source.name}", total=size)
+            progress = lambda n: bar.advance(task, n)  # noqa: E731 - called from the transfer's threads
+        uploaded = upload_file(profile, source, where.key, environ=environ, progress=progress)
+    if args.no_wait:
+        show(uploaded.to_json(), "uploaded")
+        return
+    from modelrepo.client.config import connect
+
+    with connect(profile) as client:
+        try:
+            artifact = client.wait_for_artifact(where.key, uploaded.etag, timeout=args.timeout)
+        except NotRecorded as error:
+            raise CommandFailed(
+                f"{error.detail}; its upload event may be delayed or dead-lettered: "
+                f"see `modelrepo dead-letters --backend {profile.cloud}`"
+            ) from None
+    show(artifact.to_json(), "artifact")
+
+
+def configure(args: argparse.Namespace, settings: LocalSettings, environ: Mapping[str, str], show: Printer) -> None:
+    """Write a profile: where a deployment is and how to authenticate to it."""
+    from modelrepo.client import config
+
+    name = args.profile or args.kind
+    values: dict[str, Any]
+    if args.kind == "local":
+        if not settings.url:
+            raise CommandFailed("configure local needs the service's --url (for example http://127.0.0.1:7071)")
+        key = _secret(args.key_stdin, environ, "MODELREPO_API_KEY")
+        values = {"url": settings.url, "auth": "bearer" if key else "none", "api_key": key}
+    elif args.kind == "aws":
+        aws = config._cloud_module("aws")
+        outputs, region = aws.stack_outputs(args.stack, region=args.region, aws_profile=args.aws_profile)
+        values = config.from_stack_outputs(outputs)
+        values.update(auth="sigv4", stack=args.stack, aws_profile=args.aws_profile)
+        values["region"] = aws.region_from_url(values["url"]) or region
+    else:
+        if args.outputs == "-" and args.key_stdin:
+            raise CommandFailed("--outputs - and --key-stdin both read standard input: give the outputs as a file")
+        values = config.from_bicep_outputs(_read_json(args.outputs))
+        key = _secret(args.key_stdin, environ, "MODELREPO_FUNCTION_KEY")
+        if args.entra_app_id or args.scope:
+            values.update(auth="entra", app_id=args.entra_app_id, scope=args.scope, function_key=key)
+        elif key:
+            values.update(auth="function-key", function_key=key)
+        else:
+            raise CommandFailed(
+                "give the function key on stdin (--key-stdin) or in MODELREPO_FUNCTION_KEY "
+                "(az functionapp keys list -g GROUP -n APP), or use --entra-app-id"
+            )
+    profile = config.make_profile({k: v for k, v in values.items() if v is not None}, f"profile {name!r}")
+    path = config.save_profile(name, profile, environ)
+    show({"profile": name, "path": str(path), **profile.shown()}, "profile")
+
+
+def _secret(from_stdin: bool, environ: Mapping[str, str], variable: str) -> str | None:
+    if from_stdin:
+        secret = sys.stdin.readline().strip()
+        if not secret:
+            raise CommandFailed("--key-stdin: standard input held no key")
+        return secret
+    return environ.get(variable) or None
+
+
+def _read_json(source: str) -> Any:
+    """JSON from a file, or from standard input for '-'."""
+    try:
+        if source == "-":
+            return json.load(sys.stdin)
+        with open(source, encoding="utf-8") as document:
+            return json.load(document)
+    except OSError as error:
+        raise CommandFailed(f"cannot read {source}: {error.strerror}") from None
+    except ValueError as error:
+        raise CommandFailed(f"{'standard input' if source == '-' else source} is not JSON: {error}") from None
+
+
 # --- output --------------------------------------------------------------------------------------
 
 VIEWS: dict[str, tuple[tuple[str, str], ...]] = {
@@ -463,7 +458,6 @@ VIEWS: dict[str, tuple[tuple[str, str], ...]] = {
         ("sha256", "sha256"),
         ("approval", "approval"),
         ("tags", "tags"),
-        ("description", "description"),
     ),
     "deployment": (
         ("target", "target"),
@@ -484,6 +478,8 @@ VIEWS: dict[str, tuple[tuple[str, str], ...]] = {
     ),
     "target": (("target", "target"), ("requireApproval", "approval required"), ("updatedBy", "by")),
     "event": (("sequence", "seq"), ("type", "type"), ("subject", "subject"), ("actor", "actor"), ("time", "time")),
+    "uploaded": (("key", "key"), ("size", "size"), ("etag", "etag"), ("where", "where")),
+    "profile": (("profile", "profile"), ("url", "url"), ("auth", "auth"), ("path", "file")),
     "sweep": (
         ("objectsScanned", "objects"),
         ("recorded", "recorded"),
@@ -516,6 +512,10 @@ def _cell(key: str, value: Any) -> str:
         return ""
     if key == "sha256":
         return str(value)[:12]
+    if key == "approval" and isinstance(value, dict):
+        return str(value.get("status", ""))
+    if isinstance(value, str) and (key.endswith("At") or key in ("at", "time")) and len(value) >= 19:
+        return value[:19].replace("T", " ")  # to the second: the JSON view keeps the rest
     if isinstance(value, dict):
         return ", ".join(f"{k}={v}" for k, v in value.items())
     if isinstance(value, list):
@@ -564,6 +564,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--root", help="local repository folder (default: $MODELREPO_ROOT or ~/.mlops/model-repository)"
     )
     common.add_argument("--url", help="talk to a running service instead (default: $MODELREPO_URL)")
+    common.add_argument(
+        "--profile", help="talk to a configured deployment (see `modelrepo configure`; default: $MODELREPO_PROFILE)"
+    )
     common.add_argument("--json", action="store_true", help="print JSON for scripts")
     parser = argparse.ArgumentParser(prog="modelrepo", description="A versioned model repository.", parents=[common])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -588,6 +591,10 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("run")
     up.add_argument("path", type=Path)
     up.add_argument("--name", help="artifact name, may contain '/' (default: the file's name)")
+    up.add_argument("--no-wait", action="store_true", help="with --profile: do not wait until the upload is recorded")
+    up.add_argument(
+        "--timeout", type=float, default=120.0, help="with --profile: seconds to wait until it is recorded (120)"
+    )
 
     command("artifacts", "list a run's artifacts").add_argument("run")
     command("rejections", "list uploads that could not be recorded").add_argument("--limit", type=int, default=100)
@@ -713,6 +720,26 @@ def build_parser() -> argparse.ArgumentParser:
     events.add_argument("--after", type=int, default=0, help="start after this sequence number")
     events.add_argument("--follow", action="store_true", help="keep waiting for new events (Ctrl-C stops)")
     events.add_argument("--poll", type=float, default=1.0, help=argparse.SUPPRESS)
+    configure_ = command("configure", "write a profile for a service or a deployed stack (--profile NAME)")
+    kinds = configure_.add_subparsers(dest="kind", required=True, metavar="KIND")
+    local = kinds.add_parser(
+        "local", parents=[common], help="a running `modelrepo serve`: --url, API key from $MODELREPO_API_KEY"
+    )
+    local.add_argument("--key-stdin", action="store_true", help="read the API key from standard input")
+    aws = kinds.add_parser("aws", parents=[common], help="a stack deployed from template.yaml")
+    aws.add_argument("--stack", required=True, help="the CloudFormation stack's name")
+    aws.add_argument("--region", help="the stack's region (default: the AWS profile's)")
+    aws.add_argument("--aws-profile", help="the AWS CLI profile whose credentials to use (default: botocore's chain)")
+    azure = kinds.add_parser("azure", parents=[common], help="a deployment of infra/main.bicep")
+    azure.add_argument(
+        "--outputs",
+        required=True,
+        help="a file (or - for stdin) with the JSON of `az deployment group show -g GROUP -n NAME "
+        "--query properties.outputs`",
+    )
+    azure.add_argument("--key-stdin", action="store_true", help="read the function key from standard input")
+    azure.add_argument("--entra-app-id", help="authenticate with Entra tokens for this app registration")
+    azure.add_argument("--scope", help="the token scope (default: api://<entra-app-id>/.default)")
 
     download = command("download", "download a version's pinned bytes")
     download.add_argument("experiment")
@@ -722,12 +749,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     show: Printer = print_json if args.json else print_table
+    env = os.environ if environ is None else environ
     try:
         settings = LocalSettings.from_environment(
-            os.environ if environ is None else environ,
+            env,
             root=args.root,
             url=args.url,
             host=getattr(args, "host", None),
@@ -736,32 +764,53 @@ def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = Non
         )
         if args.command == "serve":
             return _serve(settings, args.verbose)
-        if args.command == "upload":
-            upload(settings, args.experiment, args.run, args.path, args.name, show, args.json)
+        if args.command == "configure":
+            configure(args, settings, env, show)
             return 0
         if args.command == "events" and not (args.experiment or args.run):
             raise CommandFailed("name an experiment, or a run with --run")
         if args.command in OPERATOR_COMMANDS:
-            run_operator_command(args, settings, os.environ if environ is None else environ, show)
+            if args.profile:
+                raise CommandFailed(f"{args.command} works on the storage directly: choose it with --backend")
+            run_operator_command(args, settings, env, show)
             return 0
-        if settings.url:
-            key = settings.api_key.get_secret_value() if settings.api_key else None
-            run_command(args, OverHttp(settings.url, key), show)
+        connection = _connection(args, settings, env)
+        if args.command == "upload":
+            if connection is not None and (args.profile or env.get("MODELREPO_PROFILE")):
+                upload_to_cloud(connection, args, env, show)
+            else:
+                upload(settings, args.experiment, args.run, args.path, args.name, show, args.json)
+            return 0
+        if connection is not None:
+            from modelrepo.client.config import connect
+
+            with connect(connection) as client:
+                run_command(args, client, show)
         else:
             from modelrepo.local.bootstrap import build_api
 
             api = build_api(settings)
             try:
-                run_command(args, InProcess(api), show)
+                run_command(args, Client.in_process(api), show)
             finally:
                 api.repository.metadata.close()
         return 0
     except (CommandFailed, ModelRepoError) as error:
         detail = error.detail if isinstance(error, ModelRepoError) else str(error)
+        if isinstance(error, ApiError):
+            detail = f"{detail} (HTTP {error.status})"
         print(f"modelrepo: error: {detail}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def _connection(args: argparse.Namespace, settings: LocalSettings, environ: Mapping[str, str]) -> Profile | None:
+    """The service or deployment to talk to; None for the local root, in-process."""
+    from modelrepo.client.config import resolve
+
+    key = settings.api_key.get_secret_value() if settings.api_key else None
+    return resolve(environ, profile=args.profile, url=settings.url, api_key=key)
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -99,7 +99,7 @@ def test_the_same_idempotency_key_registers_once(cli: Cli, model_file: Path) -> 
         (("register", "exp1", "nope", "--by", "alice"), "runArtifactId 'nope' is malformed (HTTP 400)"),
         (("show", "exp1", "3"), "experiment 'exp1' has no version 3 (HTTP 404)"),
         (("show", "exp1", "three"), "version 'three' is invalid"),
-        (("deploy", "exp1", "x", "prod", "--by", "a"), "version 'x' must be a positive integer"),
+        (("deploy", "exp1", "x", "prod", "--by", "a"), "version 'x' is invalid"),
         (("deploy", "exp1", "1", "Prod", "--by", "a"), "target 'Prod' is invalid"),
         (("versions", "bad id"), "experimentId 'bad id' is invalid"),
         (("rollback", "exp1", "production", "--by", "a"), "nothing of experiment 'exp1' is deployed"),
