@@ -139,7 +139,12 @@ def test_transient_faults_below_the_sdk_are_retried_and_the_registration_complet
     assert faults.injected == {fault.code: count}
     assert len(botocore_backoff) == botocore_retries, "botocore retried each fault it was allowed to"
     assert core_retries(capsys.readouterr().out) == core_retry_count
-    assert registrations(stack) == {"counter": {"latest": 1, "sequence": 1}, "versions": [1], "audit": 1, "idempotency": 0}
+    assert registrations(stack) == {
+        "counter": {"latest": 1, "sequence": 1},
+        "versions": [1],
+        "audit": 1,
+        "idempotency": 0,
+    }
 
 
 def test_throttling_past_the_deadline_answers_503_and_writes_nothing(
@@ -166,7 +171,12 @@ def test_throttling_past_the_deadline_answers_503_and_writes_nothing(
 
     status, _, body = call_api(event)  # the caller retries later, with the same Idempotency-Key
     assert (status, body["version"]) == (201, 1)
-    assert registrations(stack) == {"counter": {"latest": 1, "sequence": 1}, "versions": [1], "audit": 1, "idempotency": 1}
+    assert registrations(stack) == {
+        "counter": {"latest": 1, "sequence": 1},
+        "versions": [1],
+        "audit": 1,
+        "idempotency": 1,
+    }
 
 
 # --- the register history storm, with its faults below the SDK -----------------------------------
