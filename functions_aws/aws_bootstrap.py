@@ -11,7 +11,14 @@ import functools
 import os
 import time
 
-from modelrepo.adapters.aws import AwsSettings, build_repository
+from modelrepo.adapters.aws import (
+    AwsSettings,
+    EventBridgePublisher,
+    StreamReader,
+    build_publisher,
+    build_repository,
+    build_stream_reader,
+)
 from modelrepo.api import Api
 from modelrepo.service import ModelRepository
 
@@ -48,3 +55,15 @@ def repository() -> ModelRepository:
 @functools.cache
 def api() -> Api:
     return Api(repository(), max_body_bytes=settings().max_body_bytes)
+
+
+@functools.cache
+def publisher() -> EventBridgePublisher:
+    """The dispatcher's: the stack's event bus (the other functions never build it)."""
+    return build_publisher(settings(), os.environ)
+
+
+@functools.cache
+def stream_reader() -> StreamReader:
+    """The dispatcher's, for replaying a batch from the on-failure queue."""
+    return build_stream_reader(os.environ)
