@@ -41,7 +41,14 @@ def to_request(event: APIGatewayProxyEvent) -> core_api.Request:
         query=dict(event.query_string_parameters or {}),
         headers={name.lower(): value for name, value in (event.headers or {}).items()},
         body=raw,
+        principal=principal_of(event),
     )
+
+
+def principal_of(event: APIGatewayProxyEvent) -> str | None:
+    """The caller's IAM identity, as API Gateway's IAM authorizer verified it (its ARN)."""
+    identity = (event.get("requestContext") or {}).get("identity") or {}
+    return identity.get("userArn") or None
 
 
 def to_response(answer: core_api.Response) -> Response[Any]:

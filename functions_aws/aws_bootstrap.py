@@ -11,8 +11,17 @@ import functools
 import os
 import time
 
-from modelrepo.adapters.aws import AwsSettings, build_repository
+from modelrepo.adapters.aws import (
+    AwsSettings,
+    EventBridgePublisher,
+    StreamReader,
+    build_publisher,
+    build_repository,
+    build_stream_reader,
+)
 from modelrepo.api import Api
+from modelrepo.dispatch import Dispatcher
+from modelrepo.projections import Indexer
 from modelrepo.service import ModelRepository
 
 
@@ -47,4 +56,27 @@ def repository() -> ModelRepository:
 
 @functools.cache
 def api() -> Api:
-    return Api(repository(), max_body_bytes=settings().max_body_bytes)
+    return Api(
+        repository(),
+        max_body_bytes=settings().max_body_bytes,
+        actor_must_be_principal=settings().actor_must_be_principal,
+    )
+
+
+@functools.cache
+def index() -> Dispatcher:
+    """The index subscriber (experiments listing, search): the dispatcher keeps it from the stream."""
+    metadata = repository().metadata
+    return Dispatcher(metadata, Indexer(metadata))
+
+
+@functools.cache
+def publisher() -> EventBridgePublisher:
+    """The dispatcher's: the stack's event bus (the other functions never build it)."""
+    return build_publisher(settings(), os.environ)
+
+
+@functools.cache
+def stream_reader() -> StreamReader:
+    """The dispatcher's, for replaying a batch from the on-failure queue."""
+    return build_stream_reader(os.environ)

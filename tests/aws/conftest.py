@@ -97,9 +97,8 @@ def stack(moto_endpoint: str, aws_environment: dict[str, str], monkeypatch: pyte
 
 def new_container(bootstrap: Any) -> None:
     """A new container: settings and clients are built again from the environment."""
-    bootstrap.settings.cache_clear()
-    bootstrap.repository.cache_clear()
-    bootstrap.api.cache_clear()
+    for cached in ("settings", "repository", "api", "publisher", "stream_reader", "index"):
+        getattr(bootstrap, cached).cache_clear()
 
 
 @dataclass

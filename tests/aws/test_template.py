@@ -18,7 +18,9 @@ import pytest
 from modelrepo.adapters.aws import ENVIRONMENT_VARIABLES, AwsSettings
 from modelrepo.api import ROUTES
 from tests.aws.cfn import PUBLIC_PATHS, ROOT, api_security, load_template, translate, walk
+from tests.aws.conftest import load_event
 from tests.aws.lambda_worker import POWERTOOLS_ENVIRONMENT
+from tests.aws.stream_mapping import filter_passes
 
 PSEUDO_PARAMETERS = {
     "AWS::AccountId",
@@ -36,6 +38,8 @@ ATTRIBUTES = {
     "AWS::DynamoDB::Table": {"Arn", "StreamArn"},
     "AWS::Serverless::Function": {"Arn"},
     "AWS::Serverless::Api": {"RootResourceId"},
+    "AWS::Events::EventBus": {"Arn", "Name", "Policy"},
+    "AWS::Lambda::EventSourceMapping": {"Id", "EventSourceMappingArn"},
 }
 # What each setting must name: its environment variable must Ref a resource of this type.
 SETTING_TYPES = {
@@ -44,6 +48,7 @@ SETTING_TYPES = {
     "MODELREPO_TABLE": "AWS::DynamoDB::Table",
     "MODELREPO_DEAD_LETTER_QUEUE_URL": "AWS::SQS::Queue",
     "MODELREPO_REGISTER_DEADLINE_SECONDS": "Parameter",
+    "MODELREPO_EVENT_BUS": "AWS::Events::EventBus",
 }
 
 
@@ -91,7 +96,11 @@ def unresolved(template: dict[str, Any], node: Any) -> list[str]:
 
 
 def test_every_reference_resolves(template: dict[str, Any]) -> None:
-    environment = template["Globals"]["Function"]["Environment"]
+    environment = [template["Globals"]["Function"]["Environment"]] + [
+        resource["Properties"]["Environment"]
+        for resource in template["Resources"].values()
+        if resource["Type"] == "AWS::Serverless::Function" and "Environment" in resource["Properties"]
+    ]
     policies = [
         resource["Properties"].get("Policies", [])
         for resource in template["Resources"].values()
@@ -117,33 +126,48 @@ def test_a_reference_to_nothing_is_caught(template: dict[str, Any]) -> None:
 
 def test_the_environment_is_exactly_what_the_bootstrap_reads(template: dict[str, Any]) -> None:
     variables = template["Globals"]["Function"]["Environment"]["Variables"]
-    ours = {name: value for name, value in variables.items() if name.startswith("MODELREPO_")}
-    assert set(ours) <= set(ENVIRONMENT_VARIABLES.values())
-    for name, value in ours.items():
-        target = value["Ref"]
-        kind = "Parameter" if target in template["Parameters"] else template["Resources"][target]["Type"]
-        assert kind == SETTING_TYPES[name], name
-    assert ours["MODELREPO_UPLOADS_BUCKET"] != ours["MODELREPO_REGISTRY_BUCKET"]
     sample = {
         "AWS::S3::Bucket": "bucket-name",
         "AWS::DynamoDB::Table": "table-name",
         "AWS::SQS::Queue": "https://sqs.us-east-1.amazonaws.com/123456789012/queue-name",
+        "AWS::Events::EventBus": "stack-events",
         "Parameter": "10",
     }
-    environment = {name: sample[SETTING_TYPES[name]] for name in ours}
-    AwsSettings.from_environment(environment)  # every required setting is provided
+    for name, function in _functions(template).items():
+        ours = {
+            variable: value
+            for variable, value in {**variables, **function["Environment"]["Variables"]}.items()
+            if variable.startswith("MODELREPO_")
+        }
+        assert set(ours) <= set(ENVIRONMENT_VARIABLES.values()), name
+        for variable, value in ours.items():
+            target = value["Ref"]
+            kind = "Parameter" if target in template["Parameters"] else template["Resources"][target]["Type"]
+            assert kind == SETTING_TYPES[variable], (name, variable)
+        assert ours["MODELREPO_UPLOADS_BUCKET"] != ours["MODELREPO_REGISTRY_BUCKET"]
+        environment = {variable: sample[SETTING_TYPES[variable]] for variable in ours}
+        AwsSettings.from_environment(environment)  # every required setting is provided
+    # Only the dispatcher knows the bus; the events of every function name the table as their source.
+    buses = {name for name, f in _functions(template).items() if "MODELREPO_EVENT_BUS" in f["Environment"]["Variables"]}
+    assert buses == {"DispatchFunction"}
+    assert "MODELREPO_EVENT_SOURCE" not in variables
     for setting, value in POWERTOOLS_ENVIRONMENT.items():
         if setting != "POWERTOOLS_TRACE_DISABLED":
             assert variables[setting] == value
 
 
 def _functions(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each function's properties with the Globals merged in (environment variables included)."""
     defaults = template["Globals"]["Function"]
-    return {
-        name: {**defaults, **resource["Properties"]}
-        for name, resource in template["Resources"].items()
-        if resource["Type"] == "AWS::Serverless::Function"
-    }
+    functions = {}
+    for name, resource in template["Resources"].items():
+        if resource["Type"] == "AWS::Serverless::Function":
+            variables = {
+                **defaults["Environment"]["Variables"],
+                **resource["Properties"].get("Environment", {}).get("Variables", {}),
+            }
+            functions[name] = {**defaults, **resource["Properties"], "Environment": {"Variables": variables}}
+    return functions
 
 
 def test_each_handler_imports_as_the_template_names_it(template: dict[str, Any]) -> None:
@@ -153,7 +177,7 @@ def test_each_handler_imports_as_the_template_names_it(template: dict[str, Any])
     come from the test environment here and from the layer in the `sam build` smoke test.
     """
     functions = _functions(template)
-    assert set(functions) == {"RecordFunction", "ApiFunction", "ReconcileFunction"}
+    assert set(functions) == {"RecordFunction", "ApiFunction", "ReconcileFunction", "DispatchFunction"}
     for name, function in functions.items():
         assert function["Runtime"] == "python3.12"
         code = ROOT / function["CodeUri"]
@@ -235,6 +259,31 @@ def test_functions_get_least_privilege(cloudformation: dict[str, Any]) -> None:
     for grants in (record, api, reconcile):
         assert "dynamodb:DeleteTable" not in grants["MetadataTable"]
         assert {"dynamodb:GetItem", "dynamodb:Query", "dynamodb:PutItem"} <= grants["MetadataTable"]
+    # The dispatcher reads the table's stream, puts events on the stack's bus, and describes the
+    # batches it gives up on; it reads and writes no item and no object.
+    dispatch = _grants(cloudformation, "DispatchFunction")
+    assert dispatch == {
+        "MetadataTable": {
+            "dynamodb:DescribeStream",
+            "dynamodb:GetRecords",
+            "dynamodb:GetShardIterator",
+            "dynamodb:ListStreams",
+        },
+        "EventBus": {"events:PutEvents"},
+        "DispatchFailuresQueue": {"sqs:SendMessage"},
+    }
+    stream_statements = [
+        s for s in _statements(cloudformation, "DispatchFunction") if "dynamodb:GetRecords" in s["Action"]
+    ]
+    assert [s["Resource"] for s in stream_statements] == [{"Fn::GetAtt": ["MetadataTable", "StreamArn"]}]
+    [bus_statement] = [s for s in _statements(cloudformation, "DispatchFunction") if s["Action"] == "events:PutEvents"]
+    assert bus_statement["Resource"] == {"Fn::GetAtt": ["EventBus", "Arn"]}
+    # No managed policy that reads every stream of the account (SAM's DynamoDB event would add one).
+    for function in ("RecordFunction", "ApiFunction", "ReconcileFunction", "DispatchFunction"):
+        managed = cloudformation["Resources"][f"{function}Role"]["Properties"].get("ManagedPolicyArns", [])
+        assert not any("DynamoDB" in arn or "FullAccess" in arn for arn in managed), (function, managed)
+        if function != "DispatchFunction":
+            assert "EventBus" not in _grants(cloudformation, function), function
 
 
 def test_storage_is_private_encrypted_and_recoverable(template: dict[str, Any]) -> None:
@@ -307,3 +356,45 @@ def test_the_reconcile_sweep_runs_on_a_schedule(template: dict[str, Any], cloudf
     assert target["Arn"] == {"Fn::GetAtt": ["ReconcileFunction", "Arn"]}
     permissions = [r for r in cloudformation["Resources"].values() if r["Type"] == "AWS::Lambda::Permission"]
     assert any(p["Properties"]["Principal"] == "events.amazonaws.com" for p in permissions)
+
+
+def stream_filter(template: dict[str, Any]) -> str:
+    """The event source mapping's filter pattern (one: Lambda passes a record if any filter does)."""
+    [rule] = template["Resources"]["DispatchStream"]["Properties"]["FilterCriteria"]["Filters"]
+    pattern: str = rule["Pattern"]
+    return pattern
+
+
+def test_the_outbox_streams_to_the_dispatcher_in_order_with_bounded_retries(template: dict[str, Any]) -> None:
+    resources = template["Resources"]
+    assert resources["MetadataTable"]["Properties"]["StreamSpecification"] == {"StreamViewType": "NEW_IMAGE"}
+    mapping = resources["DispatchStream"]["Properties"]
+    assert mapping["EventSourceArn"] == {"Fn::GetAtt": ["MetadataTable", "StreamArn"]}
+    assert mapping["FunctionName"] == {"Ref": "DispatchFunction"}
+    assert mapping["StartingPosition"] == "TRIM_HORIZON"
+    assert mapping["ParallelizationFactor"] == 1
+    assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert mapping["BisectBatchOnFunctionError"] is True
+    assert 0 <= mapping["MaximumRetryAttempts"] <= 20  # never -1 (retry until the record expires)
+    assert mapping["DestinationConfig"]["OnFailure"]["Destination"] == {"Fn::GetAtt": ["DispatchFailuresQueue", "Arn"]}
+    assert resources["DispatchFailuresQueue"]["Properties"]["SqsManagedSseEnabled"] is True
+    alarm = resources["DispatchFailuresAlarm"]["Properties"]
+    assert alarm["Dimensions"] == [
+        {"Name": "QueueName", "Value": {"Fn::GetAtt": ["DispatchFailuresQueue", "QueueName"]}}
+    ]
+    dispatch = resources["DispatchFunction"]["Properties"]
+    assert dispatch["Environment"]["Variables"]["MODELREPO_EVENT_BUS"] == {"Ref": "EventBus"}
+    assert "Events" not in dispatch  # the mapping is written out (least privilege, see the template)
+    assert template["Outputs"]["EventBusName"]["Value"] == {"Ref": "EventBus"}
+    assert resources["EventBus"]["Type"] == "AWS::Events::EventBus"
+
+    # Only an event row's insert passes the filter.
+    [insert] = load_event("dynamodb-stream-insert.json")["Records"]
+    pattern = stream_filter(template)
+    assert filter_passes(pattern, insert)
+    for row in ("counter", "ver~8999999999", "idem~abc", "dep~production", "exp~churn"):
+        other = json.loads(json.dumps(insert))
+        other["dynamodb"]["Keys"]["rk"]["S"] = other["dynamodb"]["NewImage"]["rk"]["S"] = row
+        assert not filter_passes(pattern, other), row
+    for change in ("MODIFY", "REMOVE"):
+        assert not filter_passes(pattern, {**insert, "eventName": change}), change

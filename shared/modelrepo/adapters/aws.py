@@ -3,7 +3,9 @@
 Only this module touches boto3; every SDK error is translated into `modelrepo.errors` here, so
 handlers never see a botocore exception. It also holds what the Lambda host and the operator CLI
 share: the settings (`AwsSettings`), how the repository is built from them (`build_repository`,
-`open_backend`), and the one translation of S3 event notifications into `ObjectCreated`.
+`open_backend`), the one translation of S3 event notifications into `ObjectCreated`, and the way
+out for events: DynamoDB stream records of event rows into CloudEvents (`streamed_event`), put on
+an EventBridge bus in order per partition (`EventBridgePublisher`, `StreamDispatch`).
 
 Retries of individual calls are botocore's (standard or adaptive mode, configured on the client);
 an error that still surfaces here has outlasted them. The core's own retry loop then decides.
@@ -13,11 +15,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal, NoReturn, cast
 from urllib.parse import quote, unquote_plus
@@ -37,6 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from modelrepo.api import describe_validation_error
 from modelrepo.backends import Backend
+from modelrepo.dispatch import DeliveryFailed
 from modelrepo.errors import (
     ConditionFailed,
     InvalidInput,
@@ -48,6 +53,8 @@ from modelrepo.errors import (
 )
 from modelrepo.events import ObjectCreated
 from modelrepo.limits import DEFAULT_MAX_BODY_BYTES, MAX_ACTOR_CHARS
+from modelrepo.model import ApprovalStatus
+from modelrepo.outbox import CloudEvent, event_of
 from modelrepo.ports import (
     ArtifactStore,
     DeadLetter,
@@ -64,10 +71,14 @@ from modelrepo.ports import (
 )
 from modelrepo.retry import RetryPolicy
 from modelrepo.service import ModelRepository
+from modelrepo.tables import EVENT_PREFIX
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_dynamodb.type_defs import AttributeValueTypeDef, TransactWriteItemTypeDef
+    from mypy_boto3_dynamodbstreams import DynamoDBStreamsClient
+    from mypy_boto3_events import EventBridgeClient
+    from mypy_boto3_events.type_defs import PutEventsRequestEntryTypeDef
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_sqs import SQSClient
 
@@ -720,6 +731,268 @@ def _sqs_error(error: Exception, doing: str) -> StorageError:
     return StorageError(f"{doing}: {type(error).__name__}")
 
 
+# --- events out: DynamoDB Streams -> EventBridge -------------------------------------------------
+
+# The EventBridge `source` of every event this repository puts on its bus. EventBridge reserves
+# `aws.*`; the CloudEvent inside (the `detail`) names the repository itself in its own `source`.
+EVENTBRIDGE_SOURCE = "io.modelrepo"
+# Stream sequence numbers are decimal strings of 21 to 40 digits.
+STREAM_SEQUENCE = r"^[0-9]{1,40}$"
+
+
+class MalformedStreamRecord(ValueError):
+    """A stream record of an event row that does not hold a CloudEvent; retrying cannot help."""
+
+
+class EventHeldBack(DeliveryFailed):
+    """An earlier event of the same partition failed in this batch; this one waits for it."""
+
+
+@dataclass(frozen=True)
+class StreamedEvent:
+    """The CloudEvent an event row's INSERT carries, with the partition (experiment or run) it orders in."""
+
+    partition: str
+    stream_sequence: str
+    event: CloudEvent
+
+
+def _attribute(image: Any, name: str) -> str:
+    value = image.get(name) if isinstance(image, Mapping) else None
+    text = value.get("S") if isinstance(value, Mapping) else None
+    if not isinstance(text, str):
+        raise MalformedStreamRecord(f"the stream record has no string attribute {name!r}")
+    return text
+
+
+def stream_partition(record: Mapping[str, Any]) -> str:
+    """The partition (`pk`) a stream record belongs to: the unit of order."""
+    return _attribute((record.get("dynamodb") or {}).get("Keys"), "pk")
+
+
+def streamed_event(record: Mapping[str, Any]) -> StreamedEvent | None:
+    """The CloudEvent a DynamoDB stream record announces; None when it is not an event row's INSERT.
+
+    `record` is one record as Lambda passes it (`Records[n]`) or as GetRecords returns it: the
+    NEW_IMAGE holds the row as `DynamoDBMetadataStore` wrote it (`pk`, `rk`, `etag`, `doc`), and
+    the document of an event row (`modelrepo.outbox`) holds the CloudEvent. Other rows (counters,
+    versions, ...) and other changes are not events; the event source mapping's filter keeps them
+    away, and they are skipped here too.
+    """
+    change = record.get("dynamodb")
+    if not isinstance(change, Mapping):
+        raise MalformedStreamRecord("the record is not a DynamoDB stream record (no 'dynamodb')")
+    row = _attribute(change.get("Keys"), "rk")
+    if record.get("eventName") != "INSERT" or not row.startswith(EVENT_PREFIX):
+        return None
+    sequence = change.get("SequenceNumber")
+    if not isinstance(sequence, str) or not re.fullmatch(STREAM_SEQUENCE, sequence):
+        raise MalformedStreamRecord("the stream record has no SequenceNumber")
+    image = change.get("NewImage")
+    if image is None:
+        raise MalformedStreamRecord("the stream record has no NewImage: the stream must show NEW_IMAGE")
+    try:
+        event = event_of(json.loads(_attribute(image, "doc")))
+    except (ValueError, KeyError, TypeError) as problem:
+        raise MalformedStreamRecord(f"row {row!r} does not hold a CloudEvent ({type(problem).__name__})") from None
+    return StreamedEvent(stream_partition(record), sequence, event)
+
+
+class EventBridgePublisher:
+    """Puts CloudEvents on the stack's EventBridge bus, one PutEvents call per event, in order.
+
+    One event per call keeps the order of a partition: PutEvents can refuse one entry of a call
+    and accept the entries after it, which would let a later event of an experiment overtake an
+    earlier one. A refused entry (`FailedEntryCount`) is a failed delivery like a failed call.
+    The entry's `detail` is the CloudEvent in structured JSON mode, so a rule can match on any of
+    its fields (`detail.type`, `detail.subject`, `detail.data.tags.stage`, ...).
+    """
+
+    subscriber = "eventbridge"
+
+    def __init__(self, client: EventBridgeClient, bus: str) -> None:
+        self.client = client
+        self.bus = bus
+
+    def entry(self, event: CloudEvent) -> PutEventsRequestEntryTypeDef:
+        return {
+            "Source": EVENTBRIDGE_SOURCE,
+            "DetailType": event.type,
+            "Detail": json.dumps(event.to_json(), separators=(",", ":")),
+            "EventBusName": self.bus,
+            "Time": event.time,
+        }
+
+    def publish(self, events: Sequence[CloudEvent]) -> None:
+        """Each event in turn; raises `DeliveryFailed` at the first one EventBridge did not accept."""
+        for event in events:
+            try:
+                answer = self.client.put_events(Entries=[self.entry(event)])
+            except (ClientError, BotoCoreError) as error:
+                raise DeliveryFailed(f"putting event {event.id} on {self.bus}: {_events_error(error)}") from None
+            if answer.get("FailedEntryCount", 0):
+                refused = answer["Entries"][0] if answer.get("Entries") else {}
+                raise DeliveryFailed(
+                    f"EventBridge refused event {event.id} "
+                    f"({refused.get('ErrorCode', 'no code')}: {refused.get('ErrorMessage', 'no message')})"
+                )
+
+
+def _events_error(error: Exception) -> str:
+    if isinstance(error, ClientError):
+        return f"EventBridge answered {_code(error) or 'an error'}"
+    return f"EventBridge could not be reached ({type(error).__name__})"
+
+
+class StreamDispatch:
+    """One batch of stream records, published in order per partition.
+
+    Lambda retries a stream batch from the lowest sequence number its function reports as failed,
+    but Powertools' batch processor goes on with the records after a failed one. So once an event
+    of a partition fails, every later record of that partition in the batch is failed too
+    (`EventHeldBack`) without being published: no event overtakes an earlier one of its
+    experiment, and Lambda delivers them again after it. Records of other partitions go on.
+    """
+
+    def __init__(self, publisher: EventBridgePublisher) -> None:
+        self.publisher = publisher
+        self.failed: dict[str, str] = {}  # partition -> what failed first in it (for the log)
+
+    def publish(self, record: Mapping[str, Any]) -> StreamedEvent | None:
+        """Publish one record's event; None if the record is not an event; raises if it failed."""
+        sequence = (record.get("dynamodb") or {}).get("SequenceNumber")
+        try:
+            streamed = streamed_event(record)
+        except MalformedStreamRecord:
+            with contextlib.suppress(MalformedStreamRecord):
+                self.failed.setdefault(stream_partition(record), f"stream record {sequence}")
+            raise
+        if streamed is None:
+            return None
+        held = self.failed.get(streamed.partition)
+        if held is not None:
+            raise EventHeldBack(
+                f"event {streamed.event.sequence} of {streamed.partition} waits for {held}, "
+                "which failed earlier in this batch"
+            )
+        try:
+            self.publisher.publish([streamed.event])
+        except BaseException:  # whatever went wrong, nothing later of this partition may overtake it
+            self.failed[streamed.partition] = f"event {streamed.event.sequence}"
+            raise
+        return streamed
+
+
+class FailedStreamBatch(BaseModel):
+    """What Lambda sends to the on-failure destination when a stream batch used up its retries
+    (`DDBStreamBatchInfo` of the invocation record): where the discarded records are in the stream."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+    stream_arn: str = Field(alias="streamArn", pattern=r"^arn:[\w-]+:dynamodb:[\w-]+:[0-9]{12}:table/.+/stream/.+$")
+    shard_id: str = Field(alias="shardId", min_length=1, max_length=65)
+    start_sequence_number: str = Field(alias="startSequenceNumber", pattern=STREAM_SEQUENCE)
+    end_sequence_number: str = Field(alias="endSequenceNumber", pattern=STREAM_SEQUENCE)
+    batch_size: int = Field(alias="batchSize", ge=1)
+
+    @classmethod
+    def from_invocation_record(cls, record: Mapping[str, Any]) -> FailedStreamBatch:
+        info = record.get("DDBStreamBatchInfo")
+        if not isinstance(info, Mapping):
+            raise InvalidInput("not an on-failure record of a DynamoDB stream (no DDBStreamBatchInfo)")
+        try:
+            return cls.model_validate(info)
+        except ValidationError as error:
+            raise InvalidInput(f"invalid DDBStreamBatchInfo: {describe_validation_error(error)}") from None
+
+
+def is_failed_stream_batch(event: Mapping[str, Any]) -> bool:
+    return "DDBStreamBatchInfo" in event
+
+
+class StreamReader:
+    """Reads a range of the table's stream again, for replaying a batch from the on-failure queue."""
+
+    def __init__(self, client: DynamoDBStreamsClient, *, max_pages: int = 10_000) -> None:
+        self._client = client
+        self._max_pages = max_pages
+
+    def records(self, batch: FailedStreamBatch) -> Iterator[dict[str, Any]]:
+        """The records from `start_sequence_number` to `end_sequence_number`, in stream order.
+
+        The stream keeps records for 24 hours; a range older than that is gone (TrimmedDataAccess),
+        and the table's outbox (`GET /api/experiments/{id}/events?after=`) is where they remain.
+        """
+        end = int(batch.end_sequence_number)
+        try:
+            iterator: str | None = self._client.get_shard_iterator(
+                StreamArn=batch.stream_arn,
+                ShardId=batch.shard_id,
+                ShardIteratorType="AT_SEQUENCE_NUMBER",
+                SequenceNumber=batch.start_sequence_number,
+            )["ShardIterator"]
+            for _ in range(self._max_pages):
+                if not iterator:
+                    return  # the shard is closed and read to its end
+                page = self._client.get_records(ShardIterator=iterator, Limit=1000)
+                for record in page.get("Records", []):
+                    sequence = int(record["dynamodb"]["SequenceNumber"])
+                    if sequence > end:
+                        return
+                    yield cast(dict[str, Any], record)
+                    if sequence == end:
+                        return
+                iterator = page.get("NextShardIterator")
+        except (ClientError, BotoCoreError) as error:
+            if isinstance(error, ClientError) and _code(error) == "TrimmedDataAccessException":
+                raise StorageError(
+                    f"the stream no longer holds records {batch.start_sequence_number}.."
+                    f"{batch.end_sequence_number} (kept 24 hours); read them from the events API instead"
+                ) from None
+            raise _read_error(error, "reading the DynamoDB stream") from None
+        raise StorageError(
+            f"the stream range {batch.start_sequence_number}..{end} was not read within {self._max_pages} pages"
+        )
+
+
+class ReplayReport(BaseModel):
+    """What a replay of a failed stream batch published, and what failed again."""
+
+    model_config = ConfigDict(frozen=True)
+
+    published: int
+    skipped: int
+    failed: list[str]
+
+    def to_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def replay_failed_batch(
+    reader: StreamReader, publisher: EventBridgePublisher, batch: FailedStreamBatch
+) -> ReplayReport:
+    """Publish the events of a discarded stream batch again, in stream order.
+
+    Its events come after later ones of the same experiments that were delivered meanwhile;
+    consumers put them in place by `sequence` (and drop any they already have by `id`). A record
+    that fails again is reported, and its partition's later records are held back as in a batch.
+    """
+    dispatch = StreamDispatch(publisher)
+    published = skipped = 0
+    failed: list[str] = []
+    for record in reader.records(batch):
+        try:
+            streamed = dispatch.publish(record)
+        except (DeliveryFailed, MalformedStreamRecord) as problem:
+            failed.append(f"stream record {record.get('dynamodb', {}).get('SequenceNumber')}: {problem}")
+            continue
+        if streamed is None:
+            skipped += 1
+        else:
+            published += 1
+    return ReplayReport(published=published, skipped=skipped, failed=failed)
+
+
 # --- settings and assembly -----------------------------------------------------------------------
 
 # The variables template.yaml sets (Globals.Function.Environment) and the settings they fill.
@@ -730,10 +1003,17 @@ ENVIRONMENT_VARIABLES = {
     "dead_letter_queue_url": "MODELREPO_DEAD_LETTER_QUEUE_URL",
     "register_deadline_seconds": "MODELREPO_REGISTER_DEADLINE_SECONDS",
     "max_body_bytes": "MODELREPO_MAX_BODY_BYTES",
+    "event_bus": "MODELREPO_EVENT_BUS",
+    "event_source": "MODELREPO_EVENT_SOURCE",
+    "default_approval": "MODELREPO_DEFAULT_APPROVAL",
+    "actor_must_be_principal": "MODELREPO_ACTOR_MUST_BE_PRINCIPAL",
 }
 BUCKET_NAME = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
 TABLE_NAME = r"^[A-Za-z0-9_.-]{3,255}$"
 QUEUE_URL = r"^https?://[^\s/]+(/[^\s/]+)*/[0-9]{12}/[A-Za-z0-9_-]{1,80}$"
+EVENT_BUS = r"^(arn:[\w-]+:events:[\w-]+:[0-9]{12}:event-bus/)?[A-Za-z0-9._/-]{1,256}$"
+# A CloudEvents `source`: an absolute URI (a URN, a URL, an ARN), without spaces.
+EVENT_SOURCE = r"^[A-Za-z][A-Za-z0-9+.-]*:[^\s]+$"
 
 
 class AwsSettings(BaseModel):
@@ -748,6 +1028,19 @@ class AwsSettings(BaseModel):
     # API Gateway gives up after 29 s; the core must answer (503 + Retry-After) before that.
     register_deadline_seconds: float = Field(default=10.0, gt=0, le=25)
     max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, ge=1024, le=6 * 1024 * 1024)
+    # Only the dispatcher puts events on the bus; the other functions leave it unset.
+    event_bus: str | None = Field(default=None, pattern=EVENT_BUS)
+    # The CloudEvents `source` of this repository's events; by default it names the table, so that
+    # the functions and the operator CLI (which see the same table) emit under one identity.
+    event_source: str | None = Field(default=None, pattern=EVENT_SOURCE, max_length=1024)
+    # The approval status new versions start with.
+    default_approval: ApprovalStatus = ApprovalStatus.PENDING
+    # Changes must name their caller's IAM identity as their actor (else 403).
+    actor_must_be_principal: bool = False
+
+    @property
+    def source(self) -> str:
+        return self.event_source or f"urn:modelrepo:aws:{self.table}"
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str]) -> AwsSettings:
@@ -786,7 +1079,27 @@ def build_repository(
         S3ArtifactStore(s3, settings.uploads_bucket, settings.registry_bucket),
         DynamoDBMetadataStore(dynamodb, settings.table),
         retry=RetryPolicy(deadline_seconds=settings.register_deadline_seconds, sleep=sleep),
+        source=settings.source,
+        default_approval=settings.default_approval,
     )
+
+
+def build_publisher(settings: AwsSettings, environ: Mapping[str, str]) -> EventBridgePublisher:
+    """The dispatcher's way out: the stack's event bus (`MODELREPO_EVENT_BUS`)."""
+    if settings.event_bus is None:
+        raise InvalidInput(f"invalid settings: {ENVIRONMENT_VARIABLES['event_bus']} names no event bus")
+    client = aws_session(environ).client(
+        "events", endpoint_url=environ.get("AWS_ENDPOINT_URL") or None, config=client_config()
+    )
+    return EventBridgePublisher(client, settings.event_bus)
+
+
+def build_stream_reader(environ: Mapping[str, str]) -> StreamReader:
+    """Reads the table's stream again when a failed batch is replayed."""
+    client = aws_session(environ).client(
+        "dynamodbstreams", endpoint_url=environ.get("AWS_ENDPOINT_URL") or None, config=client_config()
+    )
+    return StreamReader(client)
 
 
 def open_backend(environ: Mapping[str, str]) -> Backend:
