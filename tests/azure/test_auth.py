@@ -37,7 +37,7 @@ def body_of(response: Any) -> Any:
 def test_every_http_function_but_health_and_openapi_needs_a_function_key() -> None:
     levels = {name: binding["authLevel"] for name, binding in http_functions().items()}
     assert levels == {"api": "FUNCTION", "health": "ANONYMOUS", "openapi": "ANONYMOUS"}
-    assert set(FUNCTIONS) - set(levels) == {"record_upload", "reconcile"}  # not HTTP: no key to check
+    assert set(FUNCTIONS) - set(levels) == {"record_upload", "reconcile", "deliver_events", "sweep_events"}  # not HTTP
     # Every route of the API lands on a keyed function, except the two anonymous reads; the OpenAPI
     # document says the same of itself (`security: []` exactly there).
     for route in ROUTES:
