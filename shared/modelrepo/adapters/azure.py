@@ -905,6 +905,10 @@ def _describe(error: Exception) -> str:
     return f"{type(error).__name__}: {str(message).splitlines()[0] if message else ''}".strip()
 
 
+# A hint is sent inside the committing request: once, and briefly (the sweep is the safety net).
+HINT_OPTIONS: dict[str, Any] = {"retry_total": 0, "connection_timeout": 5, "read_timeout": 10}
+
+
 class EventHints:
     """After each commit, a message on the hint queue names the partition that has new events.
 
@@ -924,7 +928,7 @@ class EventHints:
 
     def notify(self, partition: str) -> None:
         try:
-            self._queue.send_message(hint_message(partition), retry_total=0)
+            self._queue.send_message(hint_message(partition), **HINT_OPTIONS)
         except Exception as error:  # never fail a committed change over its hint
             log.warning("no hint for %s (%s); the next event sweep delivers its events", partition, _describe(error))
 
