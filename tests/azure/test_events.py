@@ -10,6 +10,7 @@ refuses (parked, listed and replayed with `modelrepo dead-letters|replay --backe
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -26,6 +27,7 @@ from typing import Any
 
 import pytest
 from azure.core.credentials import AzureKeyCredential
+from azure.core.pipeline.transport import RequestsTransport
 from azure.functions.timer import TimerRequest
 from azure.identity import DefaultAzureCredential
 
@@ -36,7 +38,9 @@ from modelrepo.adapters.azure import (
     EVENT_TOPIC_SETTING,
     EVENTS_QUEUE_SETTING,
     AzureSettings,
+    AzureStorage,
     EventGridPublisher,
+    EventHints,
     partition_of_hint,
 )
 from modelrepo.cli import main
@@ -53,7 +57,7 @@ from tests.azure.topic import (
     certificate_for_loopback,
     serve_topic,
 )
-from tests.fixtures.azure import unique_name
+from tests.fixtures.azure import Azurite, unique_name
 
 TOPIC_KEY = "loopback-topic-key"
 KEY = "exp1/run1/model.onnx"
@@ -205,6 +209,45 @@ def test_in_azure_the_app_identity_publishes_and_the_source_is_the_table_url() -
     assert bootstrap.build(named).events is None  # no topic, no dispatcher, no hints
 
 
+# --- hints --------------------------------------------------------------------------------------------
+
+
+class HoldingTransport(RequestsTransport):  # type: ignore[misc]  # azure-core's transports are untyped
+    """The SDK's own transport, holding every request until released."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.arrived = threading.Event()
+        self.release = threading.Event()
+
+    def send(self, request: Any, **kwargs: Any) -> Any:
+        self.arrived.set()
+        assert self.release.wait(60)
+        return super().send(request, **kwargs)
+
+
+def test_a_hint_never_holds_up_the_commit_and_hints_for_one_partition_coalesce(azurite: Azurite) -> None:
+    name = unique_name("hints-")
+    azurite.storage().queues.create_queue(name)
+    transport = HoldingTransport()
+    held = AzureStorage.from_connection_string(azurite.connection_string, transport=transport)
+    hints = EventHints.on(held.queues, name)
+    try:
+        hints.notify("exp~exp1")  # returns while the queue has not answered
+        assert transport.arrived.wait(30)
+        for partition in ("exp~exp1", "exp~exp2", "exp~exp1", "run~run1"):
+            hints.notify(partition)
+        assert not hints.flush(0)  # the first hint is still on its way
+        transport.release.set()
+        assert hints.flush(60)
+    finally:
+        transport.release.set()
+        hints.close()
+    queue = azurite.storage().queues.get_queue_client(name)
+    sent = [json.loads(base64.b64decode(m.content)) for m in queue.peek_messages(max_messages=32)]
+    assert sent == [{"partition": p} for p in ("exp~exp1", "exp~exp1", "exp~exp2", "run~run1")]
+
+
 # --- the dispatcher functions on Azurite -----------------------------------------------------------
 
 
@@ -219,6 +262,18 @@ class EventsApp:
         events = bootstrap.runtime().events
         assert events is not None
         return events.dispatcher
+
+    def flush_hints(self) -> None:
+        """Wait until the hints of every commit so far are on the queue (they are sent off the
+        request's path)."""
+        events = bootstrap.runtime().events
+        assert events is not None
+        assert events.hints.flush(60)
+
+    def deliver(self) -> int:
+        """What the Functions host does with the hint queue: run `deliver_events` until it is empty."""
+        self.flush_hints()
+        return self.trigger.drain()
 
 
 @pytest.fixture
@@ -286,7 +341,7 @@ def test_every_event_reaches_the_topic_in_order_per_experiment_after_dedupe(even
     expected = committed()
     assert [e["sequence"] for e in expected] == list(range(1, 50 + 3 + 3 + 1))
 
-    assert events_app.trigger.drain() > 0  # the hints the functions enqueued after their commits
+    assert events_app.deliver() > 0  # the hints the functions enqueued after their commits
     topic = events_app.topic
     assert topic.refused == [] and events_app.trigger.failures == []
     assert topic.sequences("experiments/exp1/") == [e["sequence"] for e in expected]
@@ -327,7 +382,7 @@ def test_a_dispatcher_killed_mid_batch_loses_nothing_and_the_sweep_resumes(event
     topic, dispatcher = events_app.topic, events_app.dispatcher()
     run_artifact_id = seed(events_app.app)
     register_many(run_artifact_id, 10)
-    events_app.trigger.drain()
+    events_app.deliver()
     assert topic.sequences("experiments/exp1/") == list(range(1, 11))
     assert dispatcher.position("exp~exp1") == 10
 
@@ -369,7 +424,7 @@ def test_a_dispatcher_killed_mid_batch_loses_nothing_and_the_sweep_resumes(event
     # The hints enqueued meanwhile, and one for a new change, find the partition delivered or deliver it.
     tag = http("PUT", "/api/experiments/exp1/models/1/tags/stage", body={"value": "done", "by": "erin"})
     assert tag.status_code == 200
-    events_app.trigger.drain()
+    events_app.deliver()
     assert topic.sequences("experiments/exp1/") == [*expected, len(expected) + 1]
     assert topic.sequences("runs/run1/") == [1]
 
@@ -379,9 +434,10 @@ def test_a_commit_whose_hint_cannot_be_sent_still_succeeds_and_the_sweep_deliver
     events_app: EventsApp, caplog: pytest.LogCaptureFixture
 ) -> None:
     run_artifact_id = seed(events_app.app)
-    events_app.trigger.drain()
+    events_app.deliver()
     events_app.app.queues.delete_queue(events_app.queue)  # every hint from here on fails
     assert register(run_artifact_id, "alice") == 1
+    events_app.flush_hints()
     assert "the next event sweep delivers its events" in caplog.text
     assert events_app.topic.sequences("experiments/exp1/") == []
     sweep()
@@ -390,14 +446,14 @@ def test_a_commit_whose_hint_cannot_be_sent_still_succeeds_and_the_sweep_deliver
 
 def test_a_hint_that_is_not_ours_is_dropped_without_a_retry(events_app: EventsApp) -> None:
     events_app.app.queues.get_queue_client(events_app.queue).send_message("bm90IGEgaGludA==")  # "not a hint"
-    assert events_app.trigger.drain() == 1
+    assert events_app.deliver() == 1
     assert events_app.trigger.failures == [] and events_app.topic.seen == 0
 
 
 def test_a_batch_refused_halfway_is_parked_at_its_start_and_redelivered_in_full(events_app: EventsApp) -> None:
     run_artifact_id = seed(events_app.app)
     register_many(run_artifact_id, 6)
-    events_app.trigger.drain()
+    events_app.deliver()
     register_many(run_artifact_id, 6)  # events 7-12 wait
     topic = events_app.topic
     # The same store and topic, requests cut small: the batch 7-12 goes out in several requests.
@@ -430,7 +486,7 @@ def test_a_refusing_topic_parks_the_partition_listed_and_replayed_by_the_cli(
 ) -> None:
     events_app.topic.status = 403  # e.g. the app's identity lacks EventGrid Data Sender
     seed(events_app.app)
-    events_app.trigger.drain()
+    events_app.deliver()
     assert events_app.trigger.failures == []  # a refused delivery parks; the invocation succeeds
     [letter] = [row for row in cli(events_app.app, capsys, "dead-letters") if row["source"] == "delivery"]
     assert letter["keys"] == ["run~run1 from event 1"] and "HTTP 403" in letter["detail"]

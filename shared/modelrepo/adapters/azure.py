@@ -905,31 +905,78 @@ def _describe(error: Exception) -> str:
     return f"{type(error).__name__}: {str(message).splitlines()[0] if message else ''}".strip()
 
 
-# A hint is sent inside the committing request: once, and briefly (the sweep is the safety net).
+# A hint is sent once, briefly: the sweep is the safety net.
 HINT_OPTIONS: dict[str, Any] = {"retry_total": 0, "connection_timeout": 5, "read_timeout": 10}
 
 
 class EventHints:
     """After each commit, a message on the hint queue names the partition that has new events.
 
-    The queue-triggered dispatcher function drains that partition at once. A hint is only a hint:
-    it is sent once, without retries, and a failure is logged and swallowed (the change is already
-    committed and must not be answered as failed); the timer sweep delivers what a lost hint, or a
-    crash between a commit and its hint, left behind. Messages are base64, as the Functions queue
-    trigger reads them by default (host.json `extensions.queues.messageEncoding`).
+    The queue-triggered dispatcher function drains that partition at once. A hint is only a hint,
+    so it stays off the request's path: `notify` notes the partition and returns, and one sender
+    thread per process puts the messages on the queue, one per partition however many commits it
+    had meanwhile (a burst of registrations to one experiment becomes a few hints, not one per
+    registration). Each is sent once, without retries; a failure is logged. The timer sweep
+    delivers what a lost hint, or a process that stopped before sending it, left behind. Messages
+    are base64, as the Functions queue trigger reads them by default (host.json
+    `extensions.queues.messageEncoding`).
     """
 
     def __init__(self, queue: QueueClient) -> None:
         self._queue = queue
+        self._pending: dict[str, None] = {}  # partitions in the order their first commit came
+        self._sending = False
+        self._closed = False
+        self._changed = threading.Condition()
+        self._thread: threading.Thread | None = None
 
     @classmethod
     def on(cls, queues: QueueServiceClient, name: str) -> EventHints:
         return cls(queues.get_queue_client(name, message_encode_policy=TextBase64EncodePolicy()))
 
     def notify(self, partition: str) -> None:
+        """Called after a commit: never blocks on the queue and never raises."""
+        with self._changed:
+            if self._closed:
+                return
+            self._pending[partition] = None
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._send_all, name="event-hints", daemon=True)
+                self._thread.start()
+            self._changed.notify_all()
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every noted partition was sent (or failed); False if `timeout` passed first."""
+        with self._changed:
+            return self._changed.wait_for(lambda: not self._pending and not self._sending, timeout)
+
+    def close(self) -> None:
+        """Send what is noted, then stop the sender thread."""
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
+            thread = self._thread
+        if thread is not None:
+            thread.join()
+
+    def _send_all(self) -> None:
+        while True:
+            with self._changed:
+                self._changed.wait_for(lambda: bool(self._pending) or self._closed)
+                if not self._pending:
+                    return  # closed, and nothing left to send
+                partitions, self._pending = list(self._pending), {}
+                self._sending = True
+            for partition in partitions:
+                self._send(partition)
+            with self._changed:
+                self._sending = False
+                self._changed.notify_all()
+
+    def _send(self, partition: str) -> None:
         try:
             self._queue.send_message(hint_message(partition), **HINT_OPTIONS)
-        except Exception as error:  # never fail a committed change over its hint
+        except Exception as error:  # a hint is best effort; the sender thread must go on
             log.warning("no hint for %s (%s); the next event sweep delivers its events", partition, _describe(error))
 
 
@@ -982,6 +1029,7 @@ class EventDelivery:
             return self._dispatcher
 
     def close(self) -> None:
+        self.hints.close()
         with self._lock:
             if self._dispatcher is not None:
                 cast(EventGridPublisher, self._dispatcher.publisher).close()
