@@ -5,8 +5,8 @@ after its cursor, in order, moving the cursor only after the topic accepted a ba
 drive it, so that delivery is prompt and nothing depends on a message that can be lost:
 
 - `deliver_events`, a queue trigger on the hint queue (`%MODELREPO_EVENTS_QUEUE%`): every function
-  that commits a change enqueues the partition's name right after the commit (`EventHints`), and
-  this drains that partition at once. A storage failure raises, so the host retries the message
+  that commits a change has the partition's name put on it after the commit (`EventHints`, off the
+  request's path), and this drains that partition at once. A storage failure raises, so the host retries the message
   (`extensions.queues.maxDequeueCount` in host.json) and then parks it in `<queue>-poison`; a hint
   is only a trigger, so a parked one loses nothing.
 - `sweep_events`, a timer trigger (`%MODELREPO_EVENTS_SWEEP_SCHEDULE%`): drains every partition,
