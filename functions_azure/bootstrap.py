@@ -10,9 +10,19 @@ from __future__ import annotations
 
 import os
 import threading
+from contextlib import suppress
 from dataclasses import dataclass
 
-from modelrepo.adapters.azure import AzureSettings, build_repository, connect, create_container
+from azure.core.exceptions import ResourceExistsError
+
+from modelrepo.adapters.azure import (
+    AzureSettings,
+    EventDelivery,
+    build_repository,
+    connect,
+    create_container,
+    event_delivery,
+)
 from modelrepo.api import Api
 from modelrepo.service import ModelRepository
 
@@ -22,6 +32,7 @@ class AzureRuntime:
     settings: AzureSettings
     repository: ModelRepository
     api: Api
+    events: EventDelivery  # the index always; the Event Grid topic if one is configured
 
 
 _lock = threading.Lock()
@@ -41,6 +52,7 @@ def reset() -> None:
     global _runtime  # noqa: PLW0603
     with _lock:
         if _runtime is not None:
+            _runtime.events.close()
             _runtime.repository.metadata.close()
         _runtime = None
 
@@ -52,5 +64,13 @@ def build(settings: AzureSettings) -> AzureRuntime:
         for container in (settings.uploads_container, settings.registry_container, settings.dead_letter_container):
             create_container(storage.blobs, container)
         storage.tables.create_table_if_not_exists(settings.table)
+        with suppress(ResourceExistsError):
+            storage.queues.create_queue(settings.events_queue)
     repository = build_repository(settings, storage)
-    return AzureRuntime(settings, repository, Api(repository, max_body_bytes=settings.max_body_bytes))
+    events = event_delivery(settings, storage, repository.metadata)
+    # Every function that changes something (HTTP, uploads, reconcile) hints the dispatcher.
+    repository.on_commit(events.hints.notify)
+    api = Api(
+        repository, max_body_bytes=settings.max_body_bytes, actor_must_be_principal=settings.actor_must_be_principal
+    )
+    return AzureRuntime(settings, repository, api, events)

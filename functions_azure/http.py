@@ -32,7 +32,16 @@ def to_request(request: func.HttpRequest) -> Request:
         query={k: v for k, v in request.params.items() if k not in HOST_PARAMETERS},
         headers={k.lower(): v for k, v in request.headers.items() if k.lower() not in HOST_HEADERS},
         body=request.get_body() or b"",
+        principal=principal_of(request),
     )
+
+
+def principal_of(request: func.HttpRequest) -> str | None:
+    """Who App Service authentication signed in (it sets this header and strips a client's own).
+
+    A function key names no one: the Functions host checks it but does not tell the function which
+    key it was, so requests authenticated by a key alone carry no principal."""
+    return request.headers.get("x-ms-client-principal-name") or None
 
 
 def to_response(response: Response) -> func.HttpResponse:

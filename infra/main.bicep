@@ -1,6 +1,7 @@
 // modelrepo on Azure: storage (uploads, registry, dead letters, metadata table), a Flex Consumption
-// Python Function App with a user-assigned managed identity, Application Insights, and the Event
-// Grid system topic whose subscription feeds the blob trigger.
+// Python Function App with a user-assigned managed identity, Application Insights, the Event Grid
+// system topic whose subscription feeds the blob trigger, and the Event Grid custom topic the app
+// publishes its own events to (CloudEvents 1.0; subscribe to it with `az eventgrid event-subscription`).
 //
 // Deploy in two passes (the blob trigger's webhook key exists only once the code is published):
 //   az deployment group create -g <rg> -f infra/main.bicep
@@ -30,6 +31,9 @@ param subscribeToUploads bool = false
 @description('When the scheduled reconcile runs (NCRONTAB, six fields, UTC).')
 param reconcileSchedule string = '0 */15 * * * *'
 
+@description('When the event dispatcher sweeps every partition for events its hints missed (NCRONTAB, six fields, UTC).')
+param eventsSweepSchedule string = '0 */5 * * * *'
+
 @description('Object id of the operators (a group, usually) who run `modelrepo reconcile|dead-letters|replay --backend azure`; empty: no operator roles.')
 param operatorPrincipalId string = ''
 
@@ -46,6 +50,8 @@ var packageContainer = 'app-package'
 // Declared here so that it exists before the first failure, for monitoring and operator roles.
 var poisonQueueName = 'webjobs-blobtrigger-poison'
 var metadataTable = 'modelrepo'
+// The functions' hints to the event dispatcher (one message per commit, naming the partition).
+var eventsQueueName = 'modelrepo-events'
 var functionAppName = '${baseName}-${suffix}'
 
 // Built-in role definition ids (https://learn.microsoft.com/azure/role-based-access-control/built-in-roles).
@@ -56,6 +62,7 @@ var roles = {
   queueDataContributor: '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
   tableDataContributor: '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
   monitoringMetricsPublisher: '3913510d-42f4-4e42-8a64-420c390055eb'
+  eventGridDataSender: 'd5a91429-5739-47e2-a06b-3470a27159e7'
 }
 
 resource logs 'Microsoft.OperationalInsights/workspaces@2023-09-01' = {
@@ -182,6 +189,11 @@ resource queueService 'Microsoft.Storage/storageAccounts/queueServices@2023-05-0
 resource poisonQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' = {
   parent: queueService
   name: poisonQueueName
+}
+
+resource eventsQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' = {
+  parent: queueService
+  name: eventsQueueName
 }
 
 resource tableService 'Microsoft.Storage/storageAccounts/tableServices@2023-05-01' = {
@@ -372,6 +384,20 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
           name: 'MODELREPO_RECONCILE_SCHEDULE'
           value: reconcileSchedule
         }
+        // Events out: the topic the dispatcher publishes to (as the app's identity), its hint
+        // queue and the schedule of its sweep.
+        {
+          name: 'MODELREPO_EVENT_TOPIC_ENDPOINT'
+          value: eventsTopic.properties.endpoint
+        }
+        {
+          name: 'MODELREPO_EVENTS_QUEUE'
+          value: eventsQueueName
+        }
+        {
+          name: 'MODELREPO_EVENTS_SWEEP_SCHEDULE'
+          value: eventsSweepSchedule
+        }
         {
           name: 'APPLICATIONINSIGHTS_CONNECTION_STRING'
           value: insights.properties.ConnectionString
@@ -388,6 +414,7 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
     containers
     deadLetters
     poisonQueue
+    eventsQueue
     table
   ]
 }
@@ -424,6 +451,17 @@ resource appTableContributor 'Microsoft.Authorization/roleAssignments@2022-04-01
     principalId: identity.properties.principalId
     principalType: 'ServicePrincipal'
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.tableDataContributor)
+  }
+}
+
+// Publishing to the events topic, and nothing else of Event Grid (the topic takes no keys).
+resource appEventSender 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(eventsTopic.id, identity.id, roles.eventGridDataSender)
+  scope: eventsTopic
+  properties: {
+    principalId: identity.properties.principalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.eventGridDataSender)
   }
 }
 
@@ -522,7 +560,31 @@ module uploadsSubscription 'modules/uploads-subscription.bicep' = if (subscribeT
   ]
 }
 
+// --- events out ---------------------------------------------------------------------------------
+// The custom topic modelrepo publishes every change to: CloudEvents 1.0 in and out, Entra ID only
+// (local auth off: no keys exist to leak), TLS 1.2. Consumers subscribe to it themselves.
+
+resource eventsTopic 'Microsoft.EventGrid/topics@2025-02-15' = {
+  // checkov:skip=CKV_AZURE_193: the Flex Consumption app (no VNet here) publishes over the public endpoint; every request needs an Entra token (local auth is off)
+  name: 'evgt-events-${functionAppName}'
+  location: location
+  // Subscriptions deliver and dead-letter with the topic's own identity (granted on their
+  // destinations by their owners), so no destination needs a key or a SAS either.
+  identity: {
+    type: 'SystemAssigned'
+  }
+  properties: {
+    inputSchema: 'CloudEventSchemaV1_0'
+    disableLocalAuth: true
+    minimumTlsVersionAllowed: '1.2'
+    publicNetworkAccess: 'Enabled'
+    dataResidencyBoundary: 'WithinGeopair'
+  }
+}
+
 output functionAppName string = functionApp.name
 output apiBaseUrl string = 'https://${functionApp.properties.defaultHostName}/api'
 output storageAccountName string = storage.name
 output uploadsContainer string = uploadsContainer
+output eventsTopicName string = eventsTopic.name
+output eventsTopicEndpoint string = eventsTopic.properties.endpoint

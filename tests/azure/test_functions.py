@@ -48,7 +48,15 @@ def test_the_app_registers_an_event_grid_blob_trigger_and_keyed_http_functions()
     }
     assert (bindings["api"]["route"], bindings["api"]["authLevel"]) == ("{*path}", "FUNCTION")
     assert (bindings["health"]["route"], bindings["health"]["authLevel"]) == ("health", "ANONYMOUS")
-    assert set(FUNCTIONS) == {"record_upload", "api", "health", "openapi", "reconcile"}
+    assert set(FUNCTIONS) == {
+        "record_upload",
+        "api",
+        "health",
+        "openapi",
+        "reconcile",
+        "deliver_events",
+        "sweep_events",
+    }
 
 
 def test_health(azure_app: AzureApp) -> None:
@@ -174,12 +182,13 @@ def _register(body: Any, **headers: str) -> Any:
         (b"{not json", {"Content-Type": "application/json"}, 400, "not valid JSON"),
         (b"", {"Content-Type": "application/json"}, 400, "needs a JSON body"),
         ([1, 2], {}, 400, "must be a JSON object"),
-        ({"experimentId": "exp1"}, {}, 400, "runArtifactId"),
+        ({"experimentId": "exp1"}, {}, 400, "registeredBy"),
+        ({"experimentId": "exp1", "registeredBy": "ci"}, {}, 400, "runArtifactId"),
         ({"experimentId": "../x", "runArtifactId": "run1~aaaa", "registeredBy": "ci"}, {}, 400, "experimentId"),
         ({"experimentId": "exp1", "runArtifactId": "nope", "registeredBy": "ci"}, {}, 400, "malformed"),
         ({"experimentId": "exp1", "runArtifactId": "run1~" + "a" * 26, "registeredBy": "ci"}, {}, 404, "not recorded"),
         (b"experimentId=exp1", {"Content-Type": "application/x-www-form-urlencoded"}, 415, "application/json"),
-        (b"{" + b" " * 70_000 + b"}", {"Content-Type": "application/json"}, 413, "larger than"),
+        (b"{" + b" " * 300_000 + b"}", {"Content-Type": "application/json"}, 413, "larger than"),
     ],
 )
 def test_bad_register_bodies_get_clear_problem_answers(

@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 from pycep import BicepParser
 
-from modelrepo.adapters.azure import CONNECTION, POISON_QUEUE, RECONCILE_SCHEDULE_SETTING, AzureSettings
-from tests.azure.host import FUNCTIONS
+from modelrepo.adapters.azure import (
+    CONNECTION,
+    EVENT_TOPIC_SETTING,
+    EVENTS_QUEUE_SETTING,
+    EVENTS_SWEEP_SCHEDULE_SETTING,
+    POISON_QUEUE,
+    RECONCILE_SCHEDULE_SETTING,
+    AzureSettings,
+)
+from tests.azure.host import FUNCTIONS, REPO
 
 INFRA = Path(__file__).resolve().parents[2] / "infra"
 OWNER, CONTRIBUTOR = "8e3af657-a8ff-443c-a75c-2fe8c4bcb635", "b24988ac-6180-42a0-ab88-20f7382dd24c"
@@ -89,10 +98,48 @@ def test_app_settings_are_identity_based_and_accepted_by_the_app(main: Any) -> N
         )
     }
     resolved[RECONCILE_SCHEDULE_SETTING] = main["parameters"][settings[RECONCILE_SCHEDULE_SETTING]]["default"]
+    resolved[EVENTS_SWEEP_SCHEDULE_SETTING] = main["parameters"][settings[EVENTS_SWEEP_SCHEDULE_SETTING]]["default"]
+    resolved[EVENTS_QUEUE_SETTING] = variable(main, settings[EVENTS_QUEUE_SETTING])
+    resolved[EVENT_TOPIC_SETTING] = "https://evgt-events-x.swedencentral-1.eventgrid.azure.net/api/events"
     parsed = AzureSettings.from_environment(resolved)
     assert parsed.uses_identity and (parsed.uploads_container, parsed.table) == ("uploads", "modelrepo")
     assert parsed.dead_letter_container == variable(main, "deadLetterContainer")
     assert parsed.reconcile_schedule == "0 */15 * * * *"
+    assert parsed.events_sweep_schedule == "0 */5 * * * *" and parsed.event_topic_key is None
+    assert parsed.events_queue == variable(main, config(main, "eventsQueue")["name"])
+
+
+def test_every_setting_a_trigger_names_is_set_by_bicep_and_by_the_local_example(main: Any) -> None:
+    """The host resolves `%NAME%` in bindings when it indexes the functions; an unset one stops it."""
+    named = {
+        value.strip("%")
+        for function in FUNCTIONS.values()
+        for binding in json.loads(function.get_function_json())["bindings"]
+        for value in binding.values()
+        if isinstance(value, str) and value.startswith("%") and value.endswith("%")
+    }
+    assert {RECONCILE_SCHEDULE_SETTING, EVENTS_QUEUE_SETTING, EVENTS_SWEEP_SCHEDULE_SETTING} <= named
+    bicep = {s["name"] for s in config(main, "functionApp")["properties"]["siteConfig"]["appSettings"]}
+    example = json.loads((REPO / "local.settings.json.example").read_text())["Values"]
+    assert named <= bicep and named <= {name for name, value in example.items() if value}
+    assert AzureSettings.from_environment(example).events_queue == example[EVENTS_QUEUE_SETTING]
+
+
+def test_the_events_topic_takes_cloudevents_from_the_app_identity_only(main: Any) -> None:
+    topic = config(main, "eventsTopic")
+    assert main["resources"]["eventsTopic"]["type"] == "Microsoft.EventGrid/topics"
+    assert topic["properties"]["inputSchema"] == "CloudEventSchemaV1_0"
+    assert topic["properties"]["disableLocalAuth"] is True  # no keys: Entra ID tokens only
+    assert topic["properties"]["minimumTlsVersionAllowed"] == "1.2"
+    settings = {s["name"]: s["value"] for s in config(main, "functionApp")["properties"]["siteConfig"]["appSettings"]}
+    endpoint = settings[EVENT_TOPIC_SETTING]["operator"]["operands"]
+    assert endpoint["operand_1"] == "eventsTopic"
+    assert endpoint["operand_2"]["operator"]["operands"] == {"operand_1": "properties", "operand_2": "endpoint"}
+    assert not any(name.startswith("MODELREPO_EVENT_TOPIC_KEY") for name in settings)
+    sender = config(main, "appEventSender")
+    assert (sender["scope"], role_of(sender)) == ("eventsTopic", "eventGridDataSender")
+    assert variable(main, "roles")["eventGridDataSender"] == "d5a91429-5739-47e2-a06b-3470a27159e7"
+    assert {"eventsTopicName", "eventsTopicEndpoint"} <= set(main["outputs"])
 
 
 def test_role_assignments_are_data_plane_roles_with_narrow_scopes(main: Any) -> None:
@@ -109,6 +156,7 @@ def test_role_assignments_are_data_plane_roles_with_narrow_scopes(main: Any) -> 
         "appQueueContributor": ("storage", "queueDataContributor"),
         "appTableContributor": ("table", "tableDataContributor"),
         "appTelemetry": ("insights", "monitoringMetricsPublisher"),
+        "appEventSender": ("eventsTopic", "eventGridDataSender"),
         "topicDeadLetterWriter": ("deadLetters", "blobDataContributor"),
         # What `modelrepo reconcile|dead-letters|replay --backend azure` needs, each on one resource.
         "operatorUploadsReader": ("uploads", "blobDataReader"),

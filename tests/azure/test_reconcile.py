@@ -60,6 +60,8 @@ def test_a_scheduled_run_records_missed_uploads_flags_vanished_ones_and_a_rerun_
         "rejected": 0,
         "runsChecked": 2,
         "vanished": 1,
+        "indexed": 4,  # the index follows the two recordings, the sweep's own and its flag
+        "released": 0,
         "complete": True,
     }
     [missed] = body_of(http("GET", "/api/runs/run2/artifacts"))["items"]

@@ -182,9 +182,9 @@ def test_a_commit_whose_answer_is_lost_is_recognised_as_its_own_write(
     model = faulty.repository.register_model("exp1", artifact_id, "ci", description="once")
     assert model.version == 1 and model.description == "once"
     assert faulty.transport.count(fault.name) == 1
-    # One batch went through: the experiment's index row, written before its first change. The
-    # registration's own batch is the faulted one: no second write followed it.
-    assert faulty.transport.count("sent", lambda m, url: url.endswith("$batch")) == 1
+    # Two batches went through: the pin's lease and the experiment's index row, written before its
+    # first change. The registration's own batch is the faulted one: no second write followed it.
+    assert faulty.transport.count("sent", lambda m, url: url.endswith("$batch")) == 2
     assert registration_state(azure_app, "exp1") == (1, [1], ["model.registered"])
     # The next registration is version 2: the lost answer left no gap and no duplicate.
     faulty.transport.plan = None

@@ -1,5 +1,6 @@
 """Azure adapters: AzureBlobArtifactStore (Blob Storage), AzureTableMetadataStore (Table Storage),
-AzureDeadLetterQueue (the blob trigger's poison queue and Event Grid's dead-letter container), and
+AzureDeadLetterQueue (the blob trigger's poison queue and Event Grid's dead-letter container),
+EventGridPublisher and EventHints (events out: the outbox's events to an Event Grid topic), and
 the settings and connection both the Functions host and `modelrepo ... --backend azure` use.
 
 Only the primitives live here; every rule is in `modelrepo.service`. SDK errors are translated into
@@ -14,20 +15,22 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from itertools import count, islice
-from typing import Any, BinaryIO, Self, cast
+from typing import Any, BinaryIO, Protocol, Self, cast
 from urllib.parse import quote, unquote, urlsplit
 
 from azure.core import MatchConditions
-from azure.core.credentials import TokenCredential
+from azure.core.credentials import AzureKeyCredential, TokenCredential
 from azure.core.exceptions import (
+    AzureError,
     HttpResponseError,
     ResourceExistsError,
     ResourceModifiedError,
@@ -35,6 +38,7 @@ from azure.core.exceptions import (
     ServiceRequestError,
     ServiceResponseError,
 )
+from azure.core.messaging import CloudEvent as AzureCloudEvent
 from azure.data.tables import TableClient, TableServiceClient, TableTransactionError, UpdateMode
 from azure.identity import DefaultAzureCredential
 from azure.storage.blob import (
@@ -48,11 +52,12 @@ from azure.storage.blob import (
 )
 from azure.storage.blob import ExponentialRetry as BlobExponentialRetry
 from azure.storage.queue import ExponentialRetry as QueueExponentialRetry
-from azure.storage.queue import QueueClient, QueueMessage, QueueServiceClient
+from azure.storage.queue import QueueClient, QueueMessage, QueueServiceClient, TextBase64EncodePolicy
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from modelrepo.api import describe_validation_error
 from modelrepo.backends import Backend
+from modelrepo.dispatch import DeliveryFailed, Dispatcher
 from modelrepo.errors import (
     ConditionFailed,
     InvalidInput,
@@ -64,6 +69,8 @@ from modelrepo.errors import (
 )
 from modelrepo.events import ObjectCreated
 from modelrepo.limits import DEFAULT_MAX_BODY_BYTES
+from modelrepo.model import ApprovalStatus, check_experiment_id, check_run_id
+from modelrepo.outbox import CloudEvent
 from modelrepo.ports import (
     ArtifactStore,
     DeadLetter,
@@ -77,8 +84,11 @@ from modelrepo.ports import (
     Write,
     check_transaction,
 )
+from modelrepo.projections import Indexer
 from modelrepo.retry import RetryPolicy
 from modelrepo.service import ModelRepository
+
+log = logging.getLogger(__name__)
 
 # Blocks of 4 MiB: uploads above 4 MiB are staged block by block and committed at once, so readers
 # never see a partial object and memory stays bounded.
@@ -785,6 +795,284 @@ def _json_message(content: str) -> dict[str, Any]:
     return document
 
 
+# --- events out: Event Grid and the dispatcher's hints --------------------------------------------
+
+# The name of the dispatcher's cursor (`dsp~event-grid`) and parked rows. It names the role, not the
+# topic: pointing the app at another topic goes on from where the old one stopped.
+EVENT_GRID_SUBSCRIBER = "event-grid"
+# Event Grid takes at most 1 MB per publish request (and per event). Requests are cut by an estimate
+# (the event's JSON as json.dumps writes it, as the SDK does); a tenth is left for the difference.
+EVENT_GRID_REQUEST_BYTES = 900_000
+# The publish pipeline's retries and timeouts: a few quick retries (429/5xx/connection errors), then
+# the dispatcher parks the partition and tries again later. The SDK's defaults (300 s timeouts) could
+# hold one invocation for most of host.json's functionTimeout.
+EVENT_GRID_OPTIONS: dict[str, Any] = {
+    "retry_total": 3,
+    "retry_backoff_factor": 0.5,
+    "retry_backoff_max": 8,
+    "connection_timeout": 10,
+    "read_timeout": 30,
+}
+# The CloudEvents context attributes the SDK's CloudEvent has fields for; everything else the core
+# puts in an event (`sequence`, `actor`, and what later features add) travels as an extension.
+_CLOUD_EVENT_FIELDS = frozenset(
+    {"specversion", "id", "source", "type", "subject", "time", "datacontenttype", "dataschema", "data"}
+)
+
+
+class TopicClient(Protocol):
+    """What the publisher needs of the SDK's basic-tier publisher client."""
+
+    def send(self, events: list[AzureCloudEvent[Any]]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def to_azure_cloud_event(event: CloudEvent) -> AzureCloudEvent[Any]:
+    """The SDK's CloudEvent for one of ours: every attribute kept, extensions included."""
+    document = event.to_json()
+    return AzureCloudEvent(
+        source=event.source,
+        type=event.type,
+        specversion=event.specversion,
+        id=event.id,
+        time=event.time,
+        subject=event.subject,
+        datacontenttype=event.datacontenttype,
+        data=document["data"],
+        extensions={name: value for name, value in document.items() if name not in _CLOUD_EVENT_FIELDS},
+    )
+
+
+def _estimated_bytes(event: CloudEvent) -> int:
+    return len(json.dumps(event.to_json())) + 2  # and the ", " that separates it from the next
+
+
+class EventGridPublisher:
+    """Publishes events to an Event Grid custom topic (CloudEvents 1.0 input schema), in order.
+
+    A batch goes out as few requests as Event Grid's size limit allows, one after the other, each in
+    CloudEvents batch mode (`application/cloudevents-batch+json`); the next only once the previous
+    was accepted (HTTP 200). Anything else, an error answer, an unreachable topic or a token that
+    could not be had, is `DeliveryFailed`: the dispatcher keeps its cursor before the batch and
+    delivers it again (a prefix may arrive twice; consumers dedupe by `id`).
+    """
+
+    def __init__(self, client: TopicClient, endpoint: str, *, request_bytes: int = EVENT_GRID_REQUEST_BYTES) -> None:
+        self._client = client
+        self.endpoint = endpoint
+        self._request_bytes = request_bytes
+
+    @classmethod
+    def connect(
+        cls,
+        endpoint: str,
+        credential: TokenCredential | AzureKeyCredential,
+        *,
+        request_bytes: int = EVENT_GRID_REQUEST_BYTES,
+        **options: Any,
+    ) -> EventGridPublisher:
+        """A publisher over the SDK's client. `credential`: Entra ID (DefaultAzureCredential, the
+        app's identity, which holds *EventGrid Data Sender* on the topic); a topic key only for
+        development. `options` reach the SDK's pipeline on top of `EVENT_GRID_OPTIONS`.
+
+        `azure.eventgrid.EventGridPublisherClient` (4.22) wraps the basic-tier client below and,
+        for a custom topic, drops every keyword argument, so its timeouts and retries cannot be set
+        through it; the basic-tier client it wraps takes them. Imported here, not at module level:
+        only the dispatcher functions publish, and the other functions' cold start need not pay for it.
+        """
+        from azure.eventgrid._legacy import EventGridPublisherClient as BasicTopicClient
+
+        client = BasicTopicClient(endpoint, credential, **(EVENT_GRID_OPTIONS | options))
+        return cls(cast(TopicClient, client), endpoint, request_bytes=request_bytes)
+
+    @property
+    def subscriber(self) -> str:
+        return EVENT_GRID_SUBSCRIBER
+
+    def publish(self, events: Sequence[CloudEvent]) -> None:
+        for request in self._requests(events):
+            try:
+                self._client.send([to_azure_cloud_event(event) for event in request])
+            except (AzureError, ValueError, TypeError) as error:
+                first, last = request[0], request[-1]
+                raise DeliveryFailed(
+                    f"Event Grid topic {self.endpoint} did not take events {first.sequence}-{last.sequence} "
+                    f"of {first.subject!r}: {_describe(error)}"
+                ) from None
+
+    def _requests(self, events: Sequence[CloudEvent]) -> Iterator[list[CloudEvent]]:
+        """The events in order, cut into requests below the size limit; an event above it alone
+        can never be published and fails the batch before anything of it is sent."""
+        request: list[CloudEvent] = []
+        size = 2
+        sizes = [_estimated_bytes(event) for event in events]
+        for event, estimated in zip(events, sizes, strict=True):
+            if estimated + 2 > self._request_bytes:
+                raise DeliveryFailed(
+                    f"event {event.sequence} of {event.subject!r} is about {estimated} bytes; Event Grid "
+                    f"takes at most {self._request_bytes} in one request"
+                )
+        for event, estimated in zip(events, sizes, strict=True):
+            if request and size + estimated > self._request_bytes:
+                yield request
+                request, size = [], 2
+            request.append(event)
+            size += estimated
+        if request:
+            yield request
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def _describe(error: Exception) -> str:
+    if isinstance(error, HttpResponseError) and error.status_code:
+        return f"HTTP {error.status_code} {error.reason or ''}".strip()
+    message = getattr(error, "message", None) or str(error)
+    return f"{type(error).__name__}: {str(message).splitlines()[0] if message else ''}".strip()
+
+
+# A hint is sent once, briefly: the sweep is the safety net.
+HINT_OPTIONS: dict[str, Any] = {"retry_total": 0, "connection_timeout": 5, "read_timeout": 10}
+
+
+class EventHints:
+    """After each commit, a message on the hint queue names the partition that has new events.
+
+    The queue-triggered dispatcher function drains that partition at once. A hint is only a hint,
+    so it stays off the request's path: `notify` notes the partition and returns, and one sender
+    thread per process puts the messages on the queue, one per partition however many commits it
+    had meanwhile (a burst of registrations to one experiment becomes a few hints, not one per
+    registration). Each is sent once, without retries; a failure is logged. The timer sweep
+    delivers what a lost hint, or a process that stopped before sending it, left behind. Messages
+    are base64, as the Functions queue trigger reads them by default (host.json
+    `extensions.queues.messageEncoding`).
+    """
+
+    def __init__(self, queue: QueueClient) -> None:
+        self._queue = queue
+        self._pending: dict[str, None] = {}  # partitions in the order their first commit came
+        self._sending = False
+        self._closed = False
+        self._changed = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    @classmethod
+    def on(cls, queues: QueueServiceClient, name: str) -> EventHints:
+        return cls(queues.get_queue_client(name, message_encode_policy=TextBase64EncodePolicy()))
+
+    def notify(self, partition: str) -> None:
+        """Called after a commit: never blocks on the queue and never raises."""
+        with self._changed:
+            if self._closed:
+                return
+            self._pending[partition] = None
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._send_all, name="event-hints", daemon=True)
+                self._thread.start()
+            self._changed.notify_all()
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every noted partition was sent (or failed); False if `timeout` passed first."""
+        with self._changed:
+            return self._changed.wait_for(lambda: not self._pending and not self._sending, timeout)
+
+    def close(self) -> None:
+        """Send what is noted, then stop the sender thread."""
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
+            thread = self._thread
+        if thread is not None:
+            thread.join()
+
+    def _send_all(self) -> None:
+        while True:
+            with self._changed:
+                self._changed.wait_for(lambda: bool(self._pending) or self._closed)
+                if not self._pending:
+                    return  # closed, and nothing left to send
+                partitions, self._pending = list(self._pending), {}
+                self._sending = True
+            for partition in partitions:
+                self._send(partition)
+            with self._changed:
+                self._sending = False
+                self._changed.notify_all()
+
+    def _send(self, partition: str) -> None:
+        try:
+            self._queue.send_message(hint_message(partition), **HINT_OPTIONS)
+        except Exception as error:  # a hint is best effort; the sender thread must go on
+            log.warning("no hint for %s (%s); the next event sweep delivers its events", partition, _describe(error))
+
+
+def hint_message(partition: str) -> str:
+    return json.dumps({"partition": partition}, separators=(",", ":"))
+
+
+def partition_of_hint(body: str | bytes) -> str:
+    """The partition a hint names; ValueError for anything that is not a hint of ours."""
+    try:
+        document = json.loads(body)
+    except ValueError:
+        raise ValueError("the message is not JSON") from None
+    partition = document.get("partition") if isinstance(document, dict) else None
+    if not isinstance(partition, str):
+        raise ValueError("the message names no partition")
+    kind, _, name = partition.partition("~")
+    if kind == "exp":
+        check_experiment_id(name)
+    elif kind == "run":
+        check_run_id(name)
+    else:
+        raise ValueError(f"{partition!r} is not a partition of events (exp~<experimentId> or run~<runId>)")
+    return partition
+
+
+@dataclass
+class EventDelivery:
+    """What the functions need to deliver events: hints to send after commits, the index subscriber
+    (experiments listing, search), and, with a topic, the Event Grid dispatcher (its client built on
+    first use, so that functions that only send hints never build it)."""
+
+    settings: AzureSettings
+    metadata: MetadataStore
+    hints: EventHints
+    credential: TokenCredential | AzureKeyCredential | None  # None: no topic
+    options: dict[str, Any] = field(default_factory=dict)
+    _dispatcher: Dispatcher | None = field(default=None, init=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
+
+    @property
+    def index(self) -> Dispatcher:
+        return Dispatcher(self.metadata, Indexer(self.metadata))
+
+    @property
+    def subscribers(self) -> list[Dispatcher]:
+        """Every dispatcher a partition's events go to: the index, and the topic if there is one."""
+        return [self.index, *([self.dispatcher] if self.credential is not None else [])]
+
+    @property
+    def dispatcher(self) -> Dispatcher:
+        with self._lock:
+            if self._dispatcher is None:
+                assert self.settings.event_topic_endpoint is not None and self.credential is not None
+                publisher = EventGridPublisher.connect(
+                    self.settings.event_topic_endpoint, self.credential, **self.options
+                )
+                self._dispatcher = Dispatcher(self.metadata, publisher)
+            return self._dispatcher
+
+    def close(self) -> None:
+        self.hints.close()
+        with self._lock:
+            if self._dispatcher is not None:
+                cast(EventGridPublisher, self._dispatcher.publisher).close()
+                self._dispatcher = None
+
+
 # --- settings and composition --------------------------------------------------------------------
 
 # The connection the blob trigger names; the host and our SDK clients read the same app settings:
@@ -793,9 +1081,15 @@ def _json_message(content: str) -> dict[str, Any]:
 CONNECTION = "ModelRepoStorage"
 UPLOADS_SETTING = "MODELREPO_UPLOADS_CONTAINER"
 RECONCILE_SCHEDULE_SETTING = "MODELREPO_RECONCILE_SCHEDULE"
+EVENTS_QUEUE_SETTING = "MODELREPO_EVENTS_QUEUE"
+EVENTS_SWEEP_SCHEDULE_SETTING = "MODELREPO_EVENTS_SWEEP_SCHEDULE"
+EVENT_TOPIC_SETTING = "MODELREPO_EVENT_TOPIC_ENDPOINT"
+EVENT_TOPIC_KEY_SETTING = "MODELREPO_EVENT_TOPIC_KEY"
 
 CONTAINER_NAME = r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$"
 TABLE_NAME = r"^[A-Za-z][A-Za-z0-9]{2,62}$"
+# A storage queue name, short enough that the host's `<name>-poison` queue is one too.
+QUEUE_NAME = r"^[a-z0-9][a-z0-9-]{1,54}[a-z0-9]$"
 # NCRONTAB, as the timer trigger reads it: six fields, seconds first.
 NCRONTAB = r"^\S+( \S+){5}$"
 
@@ -821,12 +1115,23 @@ class AzureSettings(BaseModel):
     reconcile_schedule: str = Field(default="0 */15 * * * *", pattern=NCRONTAB)
     # Below host.json's functionTimeout (10 min), with room to save the sweep's position.
     reconcile_budget_seconds: float = Field(default=240.0, gt=0, le=480)
+    # Events out: no topic, no dispatcher (the events still wait in the outbox, from sequence 1).
+    event_topic_endpoint: str | None = Field(default=None, pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$")
+    event_topic_key: SecretStr | None = None  # development only: Bicep turns the topic's keys off
+    # The events' CloudEvents `source`; by default the metadata table's URL, this repository's identity.
+    event_source: str | None = Field(default=None, min_length=1, max_length=1024, pattern=r"^\S+$")
+    events_queue: str = Field(default="modelrepo-events", pattern=QUEUE_NAME)
+    events_sweep_schedule: str = Field(default="0 */5 * * * *", pattern=NCRONTAB)
+    # The approval status new versions start with.
+    default_approval: ApprovalStatus = ApprovalStatus.PENDING
+    # Changes must name their caller's App Service authentication principal as their actor (else 403).
+    actor_must_be_principal: bool = False
 
-    @field_validator("uploads_container", "registry_container", "dead_letter_container")
+    @field_validator("uploads_container", "registry_container", "dead_letter_container", "events_queue")
     @classmethod
     def _no_double_dash(cls, name: str) -> str:
         if "--" in name:
-            raise ValueError("a container name cannot contain '--'")
+            raise ValueError("a container or queue name cannot contain '--'")
         return name
 
     @model_validator(mode="after")
@@ -841,6 +1146,19 @@ class AzureSettings(BaseModel):
         containers = (self.uploads_container, self.registry_container, self.dead_letter_container)
         if len(set(containers)) != len(containers):
             raise ValueError("the uploads, registry and dead-letter containers must be three different containers")
+        if self.event_topic_key is not None:
+            if self.event_topic_endpoint is None:
+                raise ValueError(f"{EVENT_TOPIC_KEY_SETTING} is set but {EVENT_TOPIC_SETTING} is not")
+            if self.uses_identity:
+                raise ValueError(
+                    f"{EVENT_TOPIC_KEY_SETTING} is for development only: in Azure the app's identity publishes "
+                    "(EventGrid Data Sender on the topic) and the topic's keys are off"
+                )
+        elif self.event_topic_endpoint is not None and not self.event_topic_endpoint.startswith("https://"):
+            raise ValueError(
+                f"{EVENT_TOPIC_SETTING} must be https: Entra ID tokens are sent over TLS only "
+                f"(http only for a development topic with {EVENT_TOPIC_KEY_SETTING})"
+            )
         return self
 
     @property
@@ -863,6 +1181,13 @@ class AzureSettings(BaseModel):
             "max_body_bytes": "MODELREPO_MAX_BODY_BYTES",
             "reconcile_schedule": RECONCILE_SCHEDULE_SETTING,
             "reconcile_budget_seconds": "MODELREPO_RECONCILE_BUDGET_SECONDS",
+            "event_topic_endpoint": EVENT_TOPIC_SETTING,
+            "event_topic_key": EVENT_TOPIC_KEY_SETTING,
+            "event_source": "MODELREPO_EVENT_SOURCE",
+            "events_queue": EVENTS_QUEUE_SETTING,
+            "default_approval": "MODELREPO_DEFAULT_APPROVAL",
+            "actor_must_be_principal": "MODELREPO_ACTOR_MUST_BE_PRINCIPAL",
+            "events_sweep_schedule": EVENTS_SWEEP_SCHEDULE_SETTING,
         }
         values: dict[str, Any] = {field: environ[name] for field, name in names.items() if environ.get(name)}
         try:
@@ -883,12 +1208,37 @@ def connect(settings: AzureSettings, **options: Any) -> AzureStorage:
     return AzureStorage.from_connection_string(settings.connection_string.get_secret_value(), **options)
 
 
+def event_source(settings: AzureSettings, storage: AzureStorage) -> str:
+    """The CloudEvents `source` of this repository's events: the setting, or the metadata table's URL
+    (`https://<account>.table.core.windows.net/<table>`), unique to this repository."""
+    if settings.event_source:
+        return settings.event_source
+    return f"{storage.tables.url.rstrip('/')}/{settings.table}"
+
+
 def build_repository(settings: AzureSettings, storage: AzureStorage) -> ModelRepository:
     return ModelRepository(
         AzureBlobArtifactStore(storage.blobs, settings.uploads_container, settings.registry_container),
         AzureTableMetadataStore(storage.tables.get_table_client(settings.table)),
         retry=RetryPolicy(deadline_seconds=settings.register_deadline_seconds),
+        source=event_source(settings, storage),
+        default_approval=settings.default_approval,
     )
+
+
+def event_delivery(
+    settings: AzureSettings, storage: AzureStorage, metadata: MetadataStore, **options: Any
+) -> EventDelivery:
+    """Hints, the index subscriber, and the Event Grid dispatcher if a topic is configured. `options`
+    reach the Event Grid client's pipeline (tests pass `connection_verify` for a loopback topic's
+    certificate)."""
+    credential: TokenCredential | AzureKeyCredential | None = None
+    if settings.event_topic_key is not None:
+        credential = AzureKeyCredential(settings.event_topic_key.get_secret_value())
+    elif settings.event_topic_endpoint is not None:
+        credential = DefaultAzureCredential(managed_identity_client_id=settings.client_id)
+    hints = EventHints.on(storage.queues, settings.events_queue)
+    return EventDelivery(settings, metadata, hints, credential, options)
 
 
 def dead_letter_queue(settings: AzureSettings, storage: AzureStorage, artifacts: ArtifactStore) -> AzureDeadLetterQueue:
