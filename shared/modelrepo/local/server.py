@@ -63,9 +63,12 @@ class ApiServer(socketserver.ThreadingTCPServer):
     allow_reuse_address = True
     request_queue_size = 128
 
-    def __init__(self, address: tuple[str, int], api: Api, api_key: str | None) -> None:
+    def __init__(
+        self, address: tuple[str, int], api: Api, api_key: str | None, *, stop_grace_seconds: float = STOP_GRACE_SECONDS
+    ) -> None:
         self.api = api
         self.api_key = api_key
+        self.stop_grace_seconds = stop_grace_seconds
         self._lock = threading.Lock()
         self._connections: set[_Connection] = set()
         self._idle = threading.Condition(self._lock)
@@ -84,14 +87,14 @@ class ApiServer(socketserver.ThreadingTCPServer):
         return hmac.compare_digest(authorization or b"", expected)
 
     def server_close(self) -> None:
-        """Stop gracefully: idle connections close now, requests in flight get `STOP_GRACE_SECONDS`
+        """Stop gracefully: idle connections close now, requests in flight get `stop_grace_seconds`
         to finish (each answered with `Connection: close`), then the rest are cut off."""
         with self._lock:
             self._stopping = True
             for connection in self._connections:
                 if not connection.busy:
                     connection.wake()
-            deadline = time.monotonic() + STOP_GRACE_SECONDS
+            deadline = time.monotonic() + self.stop_grace_seconds
             while any(c.busy for c in self._connections) and self._idle.wait(deadline - time.monotonic()):
                 pass
             for connection in self._connections:
@@ -225,7 +228,9 @@ class _Connection:
             headers={name.decode("ascii"): value.decode("latin-1") for name, value in headers.items()},
             body=body,
         )
-        self._send(self.server.api.handle(request))
+        response = self.server.api.handle(request)
+        log.debug("%s %s -> %d", method, url.path, response.status)
+        self._send(response)
 
     def _read_body(self, length: int | None) -> bytes | Response:
         """The whole body, or the 413 that refuses it (the rest of the body then is still unread)."""
@@ -266,9 +271,11 @@ class _Connection:
 
     def _send(self, response: Response) -> None:
         headers = [*response.headers.items(), ("Date", _http_date())]
+        if self.server._stopping and "Connection" not in response.headers:
+            headers.append(("Connection", "close"))  # the last answer on this connection
         if response.stream is None and "Content-Length" not in response.headers:
             headers.append(("Content-Length", str(len(response.body))))
-        reason = HTTPStatus(response.status).phrase.encode("ascii")
+        reason = _reason(response.status)
         try:
             head = self.h11.send(h11.Response(status_code=response.status, headers=headers, reason=reason))
             if self.head:
@@ -343,6 +350,11 @@ def _framing_problem(error: h11.RemoteProtocolError) -> Response:
     if not 400 <= status < 500:  # 501 for a transfer coding other than chunked: still bad input
         status = 400
     return problem(status, f"the request is not valid HTTP/1.1: {error}")
+
+
+@functools.cache
+def _reason(status: int) -> bytes:
+    return HTTPStatus(status).phrase.encode("ascii")
 
 
 def _http_date() -> str:
