@@ -43,7 +43,8 @@ class ScriptedApi(Api):
 @pytest.fixture
 def running(tmp_path: Path) -> Iterator[tuple[ApiServer, ScriptedApi]]:
     api = ScriptedApi(tmp_path)
-    server = ApiServer(("127.0.0.1", 0), api, None, stop_grace_seconds=WAIT)
+    # A grace far beyond any test's length: the request in flight is released by the test, never by time.
+    server = ApiServer(("127.0.0.1", 0), api, None, stop_grace_seconds=3600)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield server, api
