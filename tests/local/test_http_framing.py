@@ -265,6 +265,8 @@ def test_a_malformed_request_line_gets_a_4xx_problem(server: tuple[str, int], li
         b"Host: x\r\nX-Bad-Value: a\x00b\r\n",
         b"Host: x\r\nno colon here\r\n",
         b"Host: x\r\nHost: y\r\n",  # two hosts
+        f"Host: x\r\n{AUTH}Authorization: Bearer other\r\n".encode(),  # which key counts?
+        b"Host: x\r\nContent-Type: application/json\r\nContent-Type: text/plain\r\n",
         b"",  # no Host in HTTP/1.1
     ],
 )
