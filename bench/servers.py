@@ -95,7 +95,7 @@ def wait_until_healthy(port: int, path: str, process: subprocess.Popen[bytes], t
     raise RuntimeError(f"the server did not answer {path} within {timeout:g} s")
 
 
-def _group_cpu_seconds(group: int) -> float:
+def group_cpu_seconds(group: int) -> float:
     """CPU time used so far by every process of a process group (Linux /proc)."""
     ticks = 0
     for stat in Path("/proc").glob("[0-9]*/stat"):
@@ -111,10 +111,10 @@ def wait_until_idle(group: int, timeout: float = 90.0) -> None:
     importing must not eat into the measured time (MLflow starts 4 workers and job consumers)."""
     deadline = time.monotonic() + timeout
     quiet = 0
-    last = _group_cpu_seconds(group)
+    last = group_cpu_seconds(group)
     while time.monotonic() < deadline and quiet < 3:
         time.sleep(0.5)
-        now = _group_cpu_seconds(group)
+        now = group_cpu_seconds(group)
         quiet = quiet + 1 if now - last < 0.05 else 0
         last = now
 

@@ -477,11 +477,36 @@ def _parse(request: Request, schema: type[B]) -> B:
         raise UnsupportedMediaType(f"send the body as application/json, not {content_type}")
     if not request.body.strip():
         raise InvalidInput("the request needs a JSON body")
+    _refuse_duplicate_keys(request.body)
     body = schema.model_validate_json(request.body, strict=True)
     for claimed in ("registered_by", "deployed_by", "by"):
         if isinstance(actor := getattr(body, claimed, None), str):
             check_actor_claim(actor)
     return body
+
+
+def _refuse_duplicate_keys(body: bytes) -> None:
+    """A key given twice is ambiguous: parsers disagree on which value wins, and pydantic silently
+    takes the last one, so a proxy or a log that reads the first would see another request.
+
+    Only duplicates are judged here; anything `json` cannot read is left to the schema's own
+    validation, which names the problem the way every other bad body is named.
+    """
+    try:
+        json.loads(body, object_pairs_hook=_unique_keys)
+    except InvalidInput:
+        raise
+    except (ValueError, RecursionError):
+        return
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in found:
+            raise InvalidInput(f"the body gives the key {key!r} more than once: send each key once")
+        found[key] = value
+    return found
 
 
 def _page(page: Any) -> dict[str, Any]:
