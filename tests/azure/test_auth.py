@@ -26,7 +26,7 @@ from modelrepo.openapi import openapi_document
 from tests.azure.conftest import AzureApp
 from tests.azure.host import FUNCTIONS, blob_created, http, http_functions, route_of
 
-ANONYMOUS = {"health", "openapi"}
+ANONYMOUS = {"health", "openapi", "ui"}
 MUTATING = [route for route in ROUTES if route.method in ("POST", "PUT", "DELETE")]
 
 
@@ -34,16 +34,18 @@ def body_of(response: Any) -> Any:
     return json.loads(response.get_body())
 
 
-def test_every_http_function_but_health_and_openapi_needs_a_function_key() -> None:
+def test_every_http_function_but_health_openapi_and_the_page_needs_a_function_key() -> None:
     levels = {name: binding["authLevel"] for name, binding in http_functions().items()}
-    assert levels == {"api": "FUNCTION", "health": "ANONYMOUS", "openapi": "ANONYMOUS"}
+    assert levels == {"api": "FUNCTION", "health": "ANONYMOUS", "openapi": "ANONYMOUS", "ui": "ANONYMOUS"}
     assert set(FUNCTIONS) - set(levels) == {"record_upload", "reconcile"}  # not HTTP: no key to check
-    # Every route of the API lands on a keyed function, except the two anonymous reads; the OpenAPI
-    # document says the same of itself (`security: []` exactly there).
+    # Every route of the API lands on a keyed function, except the public ones (health, the
+    # document, the web page's files); the OpenAPI document says the same (`security: []` there).
     for route in ROUTES:
-        path = re.sub(r"\{\w+\}", "x1", route.template)
+        if not route.template.startswith("/api/"):
+            continue  # the host serves only /api/... (routePrefix); `/` is modelrepo serve's page
+        path = re.sub(r"\{\w+\}", "app.js" if "{asset}" in route.template else "x1", route.template)
         function = route_of(route.method, path)
-        assert (function in ANONYMOUS) == (route.template in ("/api/health", "/api/openapi.json")), route
+        assert (function in ANONYMOUS) == route.public, route
         operation = openapi_document()["paths"][route.template][route.method.lower()]
         assert (operation.get("security") == []) == (function in ANONYMOUS), route
 

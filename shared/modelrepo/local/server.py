@@ -8,11 +8,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from modelrepo.api import Api, Request, Response, problem
+from modelrepo.api import Api, Request, Response, is_public, problem
 
 log = logging.getLogger(__name__)
 
-PUBLIC_PATHS = frozenset({"/api/health", "/api/openapi.json"})
 # An oversized body up to this size is read and dropped before the 413; a larger one is not read.
 DRAIN_LIMIT_BYTES = 32 * 1024 * 1024
 
@@ -33,7 +32,7 @@ class ApiServer(ThreadingHTTPServer):
         return f"http://{host.decode() if isinstance(host, bytes) else host}:{port}"
 
     def authorized(self, path: str, authorization: str | None) -> bool:
-        if self.api_key is None or path in PUBLIC_PATHS:
+        if self.api_key is None or is_public(path):
             return True
         expected = f"Bearer {self.api_key}".encode()
         return hmac.compare_digest((authorization or "").encode("utf-8", "replace"), expected)
