@@ -830,7 +830,7 @@ ROUTES: tuple[Route, ...] = (
     # The web page: static files (no data; every call the page makes needs the key where one is set).
     *(
         Route("GET", path, Api.page, "The web page", public=True, media=PAGE_MEDIA, revalidates=True, name=name)
-        for path, name in (("/", "page"), (UI, "page_ui"), (UI + "/", "page_ui_folder"))
+        for path, name in (("/", "page"), (UI + "/", "page_ui"))
     ),
     Route(
         "GET",

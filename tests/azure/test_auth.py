@@ -115,6 +115,20 @@ def test_the_openapi_document_is_served_anonymously_and_is_the_cores(azure_app: 
     assert http("GET", "/api/rejections", key=None).status_code == 401
 
 
+def test_the_web_page_is_served_anonymously_and_what_it_shows_needs_the_key(azure_app: AzureApp) -> None:
+    page = http("GET", "/api/ui/", key=None)
+    assert page.status_code == 200 and page.mimetype.startswith("text/html")
+    assert page.headers["Content-Security-Policy"].startswith("default-src 'self'")
+    assert b'src="./app.js"' in page.get_body()
+    script = http("GET", "/api/ui/app.js", key=None)
+    assert script.status_code == 200 and script.mimetype.startswith("text/javascript")
+    assert http("GET", "/api/ui/..%2Frejections", key=None).status_code == 404
+    # The page's calls carry the key as x-functions-key (with a Bearer header the host ignores).
+    assert http("GET", "/api/dead-letters", key=None).status_code == 401
+    answer = http("GET", "/api/dead-letters", headers={"Authorization": "Bearer anything"})
+    assert answer.status_code == 200 and body_of(answer) == {"items": []}
+
+
 def test_download_links_are_read_only_and_expire_within_15_minutes(
     azure_app: AzureApp, registered: dict[str, str]
 ) -> None:

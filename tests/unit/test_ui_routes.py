@@ -64,7 +64,7 @@ def parse(body: bytes) -> Markup:
     return markup
 
 
-@pytest.mark.parametrize("path", ["/", "/api/ui", "/api/ui/"])
+@pytest.mark.parametrize("path", ["/", "/api/ui/"])
 def test_the_page_is_served_at_each_address_with_links_that_resolve_to_its_files(api: Api, path: str) -> None:
     answer = call(api, "GET", path)
     assert answer.status == 200
@@ -133,9 +133,9 @@ def test_a_name_that_is_not_a_file_of_the_page_is_404(api: Api, asset: str) -> N
 
 def test_only_health_the_document_and_the_page_are_public() -> None:
     public = sorted(route.template for route in ROUTES if route.public)
-    assert public == sorted(["/api/health", "/api/openapi.json", "/", "/api/ui", "/api/ui/", "/api/ui/{asset}"])
+    assert public == sorted(["/api/health", "/api/openapi.json", "/", "/api/ui/", "/api/ui/{asset}"])
     assert is_public("/") and is_public("/api/ui/app.js") and is_public("/api/health")
-    for private in ("/api/experiments", "/api/dead-letters", "/api/ui/x/y", "/api/uix", "/x", "//"):
+    for private in ("/api/experiments", "/api/dead-letters", "/api/ui/x/y", "/api/uix", "/api/ui", "/x", "//"):
         assert not is_public(private), private
 
 

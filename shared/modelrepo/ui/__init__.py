@@ -77,7 +77,7 @@ def asset(name: str) -> Asset | None:
 
 @functools.cache
 def page(path: str) -> Asset:
-    """The HTML for a request of `path` (`/`, `/api/ui` or `/api/ui/`), its links relative to it, so
+    """The HTML for a request of `path` (`/` or `/api/ui/`), its links relative to it, so
     that a stage or route prefix in front of the path (API Gateway, Azure) changes nothing."""
     directory = path if path.endswith("/") else posixpath.dirname(path) + "/"
     relative = posixpath.relpath(UI_PATH, directory)

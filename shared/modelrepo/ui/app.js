@@ -5,7 +5,7 @@
 import { ApiError, actor, get, onKeyNeeded, path, post, rememberActor, send, setKey, storedKey, url } from "./api.js";
 import { append, badge, bytes, facts, field, h, json, pairs, table, text, when } from "./dom.js";
 
-export const PAGE = 20;
+export const PAGE = 10;
 const HISTORY_PAGE = 10;
 const STATUSES = ["pending", "approved", "rejected"];
 
