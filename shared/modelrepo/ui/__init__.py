@@ -64,15 +64,18 @@ def _asset(body: bytes, media: str) -> Asset:
 
 
 @functools.cache
+def _assets() -> dict[str, Asset]:
+    """Every servable file of the package, read once (a few KiB): names never reach the file system."""
+    found: dict[str, Asset] = {}
+    for entry in resources.files(__name__).iterdir():
+        if entry.is_file() and ASSET_PATTERN.fullmatch(entry.name):
+            found[entry.name] = _asset(entry.read_bytes(), MEDIA[posixpath.splitext(entry.name)[1]])
+    return found
+
+
 def asset(name: str) -> Asset | None:
     """A script, style sheet or icon of the page, or None if the package has no such file."""
-    if not ASSET_PATTERN.fullmatch(name):
-        return None
-    try:
-        body = _read(name)
-    except (FileNotFoundError, IsADirectoryError):
-        return None
-    return _asset(body, MEDIA[posixpath.splitext(name)[1]])
+    return _assets().get(name)
 
 
 @functools.cache
