@@ -48,7 +48,8 @@ def test_the_app_registers_an_event_grid_blob_trigger_and_keyed_http_functions()
     }
     assert (bindings["api"]["route"], bindings["api"]["authLevel"]) == ("{*path}", "FUNCTION")
     assert (bindings["health"]["route"], bindings["health"]["authLevel"]) == ("health", "ANONYMOUS")
-    assert set(FUNCTIONS) == {"record_upload", "api", "health", "openapi", "reconcile"}
+    assert set(FUNCTIONS) == {"record_upload", "api", "health", "openapi", "ui", "reconcile"}
+    assert (bindings["ui"]["route"], bindings["ui"]["authLevel"]) == ("ui/{*asset}", "ANONYMOUS")  # the web page
 
 
 def test_health(azure_app: AzureApp) -> None:
