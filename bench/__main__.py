@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import cloud, ingest, large, listing, outbox, pages, raw_sqlite, register, report
+from bench import cloud, ingest, large, listing, outbox, pages, raw_sqlite, register, report, ui
 from bench.common import machine
 from bench.sizes import FULL, SMOKE, Sizes
 
@@ -34,6 +34,7 @@ SCENARIOS: dict[str, Scenario] = {
     "cloud": cloud.run,
     "outbox": outbox.run,
     "pages": pages.run,
+    "ui": ui.run,
 }
 
 HERE = Path(__file__).parent

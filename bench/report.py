@@ -146,6 +146,25 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 ok = ok and abs(change) <= 0.2
                 parts.append(f"{where}: p50 {low['p50_ms']:.2f} -> {high['p50_ms']:.2f} ms ({change:+.0%})")
         judged.append(_target(text, "; ".join(parts), verdict(ok)))
+    views = sorted(_rows(results, "ui"), key=lambda r: r["versions"])
+    text = "The web page's first view of an experiment costs the same (+-20%) at few and many versions"
+    if len(views) >= 2:
+        low, high = views[0], views[-1]
+        text = (
+            "The web page's first view of an experiment costs the same (+-20%) at "
+            f"{low['versions']:,} and {high['versions']:,} versions"
+        )
+        change = high["p50_ms"] / low["p50_ms"] - 1
+        judged.append(
+            _target(
+                text,
+                f"p50 {low['p50_ms']:.2f} ms at {low['versions']:,} -> {high['p50_ms']:.2f} ms at "
+                f"{high['versions']:,} ({change:+.0%})",
+                verdict(abs(change) <= 0.2),
+            )
+        )
+    else:
+        judged.append(_target(text, None, None))
     return judged
 
 

@@ -24,6 +24,8 @@ class Sizes:
     page_experiments: tuple[int, ...] = (100, 10_000)
     page_events: tuple[int, ...] = (1_000, 100_000)
     page_samples: int = 400
+    ui_versions: tuple[int, ...] = (10, 10_000)  # the web page's first view of an experiment
+    ui_samples: int = 400
 
 
 FULL = Sizes(
@@ -62,4 +64,6 @@ SMOKE = Sizes(
     page_experiments=(200, 400),
     page_events=(200, 1_000),
     page_samples=5,
+    ui_versions=(10, 200),
+    ui_samples=5,
 )

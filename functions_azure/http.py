@@ -77,6 +77,12 @@ def openapi(req: func.HttpRequest) -> func.HttpResponse:
     return serve(req)
 
 
+@blueprint.function_name("ui")
+@blueprint.route(route="ui/{*asset}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+def ui(req: func.HttpRequest) -> func.HttpResponse:
+    return serve(req)
+
+
 @blueprint.function_name("api")
 @blueprint.route(route="{*path}", methods=list(METHODS), auth_level=func.AuthLevel.FUNCTION)
 def api(req: func.HttpRequest) -> func.HttpResponse:

@@ -24,8 +24,9 @@ from urllib.parse import quote, unquote
 
 from pydantic import AfterValidator, BaseModel, Field, ValidationError, WithJsonSchema, model_validator
 
-from modelrepo import archive, limits
+from modelrepo import archive, limits, ui
 from modelrepo.commands.versions import ManifestEntry, check_prefix
+from modelrepo.dispatch import parked_deliveries
 from modelrepo.errors import (
     Busy,
     Conflict,
@@ -64,13 +65,13 @@ from modelrepo.model import (
     Version,
 )
 from modelrepo.outbox import CloudEvent
-from modelrepo.ports import iter_chunks
+from modelrepo.ports import DeadLetter, DeadLetterQueue, iter_chunks
 from modelrepo.service import DeploymentHistory, ModelRepository, VersionFilter, VersionMetadata
 from modelrepo.unit_of_work import principal
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_MAX_BODY_BYTES", "ROUTES", "Api", "Request", "Response", "Route"]
+__all__ = ["DEFAULT_MAX_BODY_BYTES", "ROUTES", "Api", "Request", "Response", "Route", "is_public"]
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -317,6 +318,28 @@ class Health(Record):
     status: str
 
 
+class DeadLetterView(Record):
+    """Something given up on, as the page and `modelrepo dead-letters` show it: an upload notification
+    the host parked (source: the queue it sits in), or an experiment's events a subscriber has not
+    accepted for a while (source `delivery`; its dispatcher keeps retrying with growing pauses)."""
+
+    handle: str
+    source: str
+    keys: list[str]
+    failed_at: datetime | None = None
+    detail: str
+
+    @classmethod
+    def of_letter(cls, letter: DeadLetter) -> DeadLetterView:
+        return cls(
+            handle=letter.handle,
+            source=letter.source,
+            keys=[event.key for event in letter.events],
+            failed_at=letter.failed_at,
+            detail=letter.detail,
+        )
+
+
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -364,6 +387,7 @@ PATH_PARAMS: dict[str, Param] = {
         Param("target", "path", _pattern(limits.TARGET_PATTERN), True),
         Param("key", "path", _pattern(limits.TAG_KEY_PATTERN), True),
         Param("path", "path", {"type": "string", "minLength": 1}, True, "a file's path within its version", True),
+        Param("asset", "path", _pattern(ui.ASSET_PATTERN), True, "a file of the web page"),
     )
 }
 LIMIT = Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": limits.MAX_PAGE})
@@ -412,7 +436,9 @@ class Route:
     """One operation: how it is matched, what it accepts and what it answers (for OpenAPI too).
 
     `answer` None with `media` "application/octet-stream": the body is bytes (a download, which a
-    cloud host answers with a redirect to a signed link); `public`: served without credentials.
+    cloud host answers with a redirect to a signed link); `public`: served without credentials;
+    `more_media`: other media types the answer may have (the web page's files); `revalidates`: the
+    answer carries an ETag and is 304 to a request whose If-None-Match holds it.
     """
 
     method: str
@@ -427,6 +453,13 @@ class Route:
     media: str = "application/json"
     redirects: bool = False
     errors: tuple[int, ...] = ()
+    more_media: tuple[str, ...] = ()
+    revalidates: bool = False
+    name: str = ""  # the operation's id where one handler serves several paths
+
+    @property
+    def operation_id(self) -> str:
+        return self.name or self.handler.__name__
 
     @property
     def pattern(self) -> re.Pattern[str]:
@@ -514,7 +547,11 @@ def _page(page: Any) -> dict[str, Any]:
 
 
 class Api:
-    """Dispatches a `Request` to the model repository and maps every outcome to a `Response`."""
+    """Dispatches a `Request` to the model repository and maps every outcome to a `Response`.
+
+    `dead_letters`: where the host parks upload notifications it gave up on, for `GET
+    /api/dead-letters`; without one that route lists the parked event deliveries only.
+    """
 
     def __init__(
         self,
@@ -522,10 +559,12 @@ class Api:
         *,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         actor_must_be_principal: bool = False,
+        dead_letters: DeadLetterQueue | None = None,
     ) -> None:
         self.repository = repository
         self.max_body_bytes = max_body_bytes
         self.actor_must_be_principal = actor_must_be_principal
+        self.dead_letters = dead_letters
 
     def handle(self, request: Request) -> Response:
         """Answer one request; its authenticated principal goes into every event and audit entry it
@@ -597,6 +636,31 @@ class Api:
         from modelrepo.openapi import openapi_document
 
         return json_response(200, openapi_document())
+
+    def page(self, params: dict[str, str], request: Request) -> Response:
+        return _static(ui.page(request.path), request)
+
+    def asset(self, params: dict[str, str], request: Request) -> Response:
+        found = ui.asset(params["asset"])
+        if found is None:
+            raise NotFound(f"the web page has no file {params['asset']!r}")
+        return _static(found, request)
+
+    def dead_letter_list(self, params: dict[str, str], request: Request) -> Response:
+        limit = _limit(request)
+        letters = self.dead_letters.peek(limit) if self.dead_letters is not None else []
+        items = [DeadLetterView.of_letter(letter) for letter in letters]
+        for parked in parked_deliveries(self.repository.metadata)[: max(0, limit - len(items))]:
+            items.append(
+                DeadLetterView(
+                    handle=f"{parked.subscriber}/{parked.partition}",
+                    source="delivery",
+                    keys=[f"{parked.partition} from event {parked.sequence}"],
+                    failed_at=parked.failed_at,
+                    detail=f"{parked.error} ({parked.attempts} attempts)",
+                )
+            )
+        return json_response(200, {"items": [item.to_json() for item in items]})
 
     def run_artifacts(self, params: dict[str, str], request: Request) -> Response:
         items = self.repository.list_run_artifacts(params["runId"])
@@ -845,6 +909,13 @@ class Api:
         return json_response(200, _page(page))
 
 
+def _static(found: ui.Asset, request: Request) -> Response:
+    headers = {**ui.security_headers(), "ETag": found.etag}
+    if found.etag in (tag.strip() for tag in request.headers.get("if-none-match", "").split(",")):
+        return Response(304, headers)
+    return Response(200, {"Content-Type": found.media, **headers}, found.body)
+
+
 def _required(request: Request, name: str, why: str) -> str:
     value = request.query.get(name)
     if value is None:
@@ -915,8 +986,27 @@ EXPERIMENT = "/api/experiments/{experimentId}"
 VERSION = EXPERIMENT + "/models/{version}"
 OCTETS = "application/octet-stream"
 
+UI = "/api/ui"
+PAGE_MEDIA = "text/html"
+ASSET_MEDIA = ("text/javascript", "text/css", "image/svg+xml")
+
 ROUTES: tuple[Route, ...] = (
     Route("GET", "/api/health", Api.health, "Liveness; needs no credentials", answer=Health, public=True),
+    # The web page: static files (no data; every call the page makes needs the key where one is set).
+    *(
+        Route("GET", path, Api.page, "The web page", public=True, media=PAGE_MEDIA, revalidates=True, name=name)
+        for path, name in (("/", "page"), (UI + "/", "page_ui"))
+    ),
+    Route(
+        "GET",
+        UI + "/{asset}",
+        Api.asset,
+        "A script, style sheet or icon of the web page",
+        public=True,
+        media=ASSET_MEDIA[0],
+        more_media=ASSET_MEDIA[1:],
+        revalidates=True,
+    ),
     Route("GET", "/api/openapi.json", Api.openapi, "This document", public=True),
     Route(
         "GET", "/api/runs/{runId}/artifacts", Api.run_artifacts, "Current artifacts of a run", answer=Items[RunArtifact]
@@ -945,6 +1035,14 @@ ROUTES: tuple[Route, ...] = (
         "Uploads that could not be recorded",
         answer=Page[Rejection],
         params=PAGED,
+    ),
+    Route(
+        "GET",
+        "/api/dead-letters",
+        Api.dead_letter_list,
+        "Upload notifications the host gave up on, then event deliveries a subscriber has not accepted",
+        answer=Items[DeadLetterView],
+        params=(LIMIT,),
     ),
     Route(
         "POST",
@@ -1088,3 +1186,8 @@ ROUTES: tuple[Route, ...] = (
 )
 
 PUBLIC_PATHS = frozenset(route.template for route in ROUTES if route.public)
+
+
+def is_public(path: str) -> bool:
+    """Whether a host serves `path` (raw, as in `Request.path`) without credentials."""
+    return any(route.public and route.pattern.fullmatch(path) for route in ROUTES)

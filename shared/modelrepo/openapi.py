@@ -27,6 +27,9 @@ PROBLEM_SCHEMA: dict[str, Any] = {
 }
 
 
+IF_NONE_MATCH = Param("If-None-Match", "header", {"type": "string"}, description="the ETag of a copy already held")
+
+
 def _descriptions() -> dict[int, str]:
     described = {UNAUTHORIZED[0]: UNAUTHORIZED[1]}
     for entry in ERRORS:
@@ -68,16 +71,27 @@ def _operation(route: Route, refs: Refs, descriptions: dict[int, str]) -> dict[s
         schema = {"type": "object"}
     else:
         schema = {"type": "string", "contentMediaType": route.media}
-    responses[str(route.status)] = {"description": route.summary, "content": {route.media: {"schema": schema}}}
+    media = (route.media, *route.more_media)
+    responses[str(route.status)] = {
+        "description": route.summary,
+        "content": {
+            m: {"schema": schema if m == route.media else {"type": "string", "contentMediaType": m}} for m in media
+        },
+    }
+    parameters = [_parameter(p) for p in (*route.path_params, *route.params)]
+    if route.revalidates:
+        responses[str(route.status)]["headers"] = {"ETag": {"schema": {"type": "string"}}}
+        responses["304"] = {"description": "Not modified: the ETag sent in If-None-Match is still current"}
+        parameters.append(_parameter(IF_NONE_MATCH))
     if route.redirects:
         responses["307"] = {"description": "Redirect to a time-limited download link (cloud hosts)"}
     problem = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
     for status in route.statuses:
         responses[str(status)] = {"description": descriptions[status], "content": problem}
     operation: dict[str, Any] = {
-        "operationId": route.handler.__name__,
+        "operationId": route.operation_id,
         "summary": route.summary,
-        "parameters": [_parameter(p) for p in (*route.path_params, *route.params)],
+        "parameters": parameters,
         "responses": responses,
     }
     if route.body is not None:

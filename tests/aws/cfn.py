@@ -100,6 +100,8 @@ def api_security(cloudformation: dict[str, Any], method: str, path: str) -> list
     paths = api["Properties"]["Body"]["paths"]
     literal = paths.get(path)
     greedy = [p for p in paths if p.endswith("/{proxy+}") and path.startswith(p.removesuffix("{proxy+}"))]
+    if literal is None and not greedy:
+        return None  # no resource: API Gateway answers 403 itself
     operations = literal if literal is not None else paths[max(greedy, key=len)]
     operation = operations.get(method.lower()) or operations.get("x-amazon-apigateway-any-method")
     if operation is None:

@@ -74,6 +74,10 @@ def route_of(method: str, path: str) -> str:
     for name, binding in candidates:
         if binding["route"] == route:
             return name
+    for name, binding in candidates:  # a literal prefix before the bare catch-all: `ui/{*asset}`
+        prefix, star, _ = binding["route"].partition("{*")
+        if star and prefix and (route + "/").startswith(prefix):
+            return name
     [catch_all] = [name for name, binding in candidates if binding["route"].startswith("{*")]
     return catch_all
 

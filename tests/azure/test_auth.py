@@ -37,7 +37,7 @@ from modelrepo.openapi import openapi_document
 from tests.azure.conftest import AzureApp
 from tests.azure.host import FUNCTIONS, blob_created, http, http_functions, route_of
 
-ANONYMOUS = {"health", "openapi"}
+ANONYMOUS = {"health", "openapi", "ui"}
 MUTATING = [route for route in ROUTES if route.method in ("POST", "PUT", "DELETE", "PATCH")]
 
 
@@ -45,16 +45,18 @@ def body_of(response: Any) -> Any:
     return json.loads(response.get_body())
 
 
-def test_every_http_function_but_health_and_openapi_needs_a_function_key() -> None:
+def test_every_http_function_but_health_openapi_and_the_page_needs_a_function_key() -> None:
     levels = {name: binding["authLevel"] for name, binding in http_functions().items()}
-    assert levels == {"api": "FUNCTION", "health": "ANONYMOUS", "openapi": "ANONYMOUS"}
+    assert levels == {"api": "FUNCTION", "health": "ANONYMOUS", "openapi": "ANONYMOUS", "ui": "ANONYMOUS"}
     assert set(FUNCTIONS) - set(levels) == {"record_upload", "reconcile", "deliver_events", "sweep_events"}  # not HTTP
-    # Every route of the API lands on a keyed function, except the two anonymous reads; the OpenAPI
-    # document says the same of itself (`security: []` exactly there).
+    # Every route of the API lands on a keyed function, except the public ones (health, the
+    # document, the web page's files); the OpenAPI document says the same (`security: []` there).
     for route in ROUTES:
-        path = re.sub(r"\{\w+\}", "x1", route.template)
+        if not route.template.startswith("/api/"):
+            continue  # the host serves only /api/... (routePrefix); `/` is modelrepo serve's page
+        path = re.sub(r"\{\w+\}", "app.js" if "{asset}" in route.template else "x1", route.template)
         function = route_of(route.method, path)
-        assert (function in ANONYMOUS) == (route.template in ("/api/health", "/api/openapi.json")), route
+        assert (function in ANONYMOUS) == route.public, route
         operation = openapi_document()["paths"][route.template][route.method.lower()]
         assert (operation.get("security") == []) == (function in ANONYMOUS), route
 
@@ -131,6 +133,20 @@ def test_the_openapi_document_is_served_anonymously_and_is_the_cores(azure_app: 
     assert document["openapi"].startswith("3.1") and "/api/register" in document["paths"]
     assert http("GET", "/api/health", key=None).status_code == 200
     assert http("GET", "/api/rejections", key=None).status_code == 401
+
+
+def test_the_web_page_is_served_anonymously_and_what_it_shows_needs_the_key(azure_app: AzureApp) -> None:
+    page = http("GET", "/api/ui/", key=None)
+    assert page.status_code == 200 and page.mimetype.startswith("text/html")
+    assert page.headers["Content-Security-Policy"].startswith("default-src 'self'")
+    assert b'src="./app.js"' in page.get_body()
+    script = http("GET", "/api/ui/app.js", key=None)
+    assert script.status_code == 200 and script.mimetype.startswith("text/javascript")
+    assert http("GET", "/api/ui/..%2Frejections", key=None).status_code == 404
+    # The page's calls carry the key as x-functions-key (with a Bearer header the host ignores).
+    assert http("GET", "/api/dead-letters", key=None).status_code == 401
+    answer = http("GET", "/api/dead-letters", headers={"Authorization": "Bearer anything"})
+    assert answer.status_code == 200 and body_of(answer) == {"items": []}
 
 
 def test_download_links_are_read_only_and_expire_within_15_minutes(

@@ -53,10 +53,12 @@ def test_the_app_registers_an_event_grid_blob_trigger_and_keyed_http_functions()
         "api",
         "health",
         "openapi",
+        "ui",
         "reconcile",
         "deliver_events",
         "sweep_events",
     }
+    assert (bindings["ui"]["route"], bindings["ui"]["authLevel"]) == ("ui/{*asset}", "ANONYMOUS")  # the web page
 
 
 def test_health(azure_app: AzureApp) -> None:

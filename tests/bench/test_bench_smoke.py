@@ -12,15 +12,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 BENCH_PYTHON = REPO / "bench" / ".venv" / "bin" / "python"
-SCENARIOS = [
-    "register",
-    "ingest",
-    "listing",
-    "large",
-    "sqlite",
-    "outbox",
-    "pages",
-]  # "cloud" is test_concurrent_registration.py
+# "cloud" is test_concurrent_registration.py
+SCENARIOS = ["register", "ingest", "listing", "large", "sqlite", "outbox", "pages", "ui"]
 
 
 def test_every_scenario_runs_at_smoke_size_with_verified_results(tmp_path: Path) -> None:

@@ -184,7 +184,8 @@ def test_state_conflicts_map_to_404_409_422(api: Api, repo: ModelRepository, art
     ("method", "path", "status", "fragment"),
     [
         ("GET", "/api/nothing", 404, "no such route"),
-        ("GET", "/", 404, "no such route"),
+        ("GET", "/nothing", 404, "no such route"),
+        ("POST", "/", 405, "not allowed"),
         ("DELETE", "/api/health", 405, "not allowed"),
         ("GET", "/api/experiments/exp%201/models", 400, "experimentId"),
         ("GET", "/api/experiments/exp1/models/abc", 400, "version 'abc'"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from modelrepo.adapters.folder import FolderArtifactStore
+from modelrepo.adapters.folder import FolderArtifactStore, FolderDeadLetterQueue
 from modelrepo.adapters.sqlite import SqliteMetadataStore
 from modelrepo.api import Api
 from modelrepo.dispatch import Dispatcher
@@ -52,4 +52,8 @@ def build_workers(settings: LocalSettings, repository: ModelRepository) -> list[
 
 def build_api(settings: LocalSettings, repository: ModelRepository | None = None) -> Api:
     """The API over a given repository (serve), or over one that projects inline (the CLI)."""
-    return Api(repository or build_repository(settings, project_inline=True), max_body_bytes=settings.max_body_bytes)
+    return Api(
+        repository or build_repository(settings, project_inline=True),
+        max_body_bytes=settings.max_body_bytes,
+        dead_letters=FolderDeadLetterQueue(settings.dead_letters),
+    )

@@ -28,7 +28,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import h11
 
-from modelrepo.api import PUBLIC_PATHS, Api, Request, Response, problem
+from modelrepo.api import Api, Request, Response, is_public, problem
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ class ApiServer(socketserver.ThreadingTCPServer):
         return f"http://{host.decode() if isinstance(host, bytes) else host}:{port}"
 
     def authorized(self, path: str, authorization: bytes | None) -> bool:
-        if self.api_key is None or path in PUBLIC_PATHS:
+        if self.api_key is None or is_public(path):
             return True
         expected = f"Bearer {self.api_key}".encode()
         return hmac.compare_digest(authorization or b"", expected)
