@@ -79,7 +79,7 @@ def test_a_refusal_after_a_lost_answer_is_still_outcome_unknown(proxy: FaultyPro
     calls = iter([None, PROVISIONED_THROUGHPUT, PROVISIONED_THROUGHPUT])
     with (
         SdkFaults(
-            store._client, lambda operation: next(calls) if operation == "TransactWriteItems" else None
+            store._client, lambda operation, _token: next(calls) if operation == "TransactWriteItems" else None
         ).installed(),
         pytest.raises(OutcomeUnknown),
     ):
