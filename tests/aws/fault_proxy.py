@@ -2,8 +2,8 @@
 
 It can withhold the answer to a request after moto has applied it (the client then times out: a
 write that committed although its caller cannot know; the proxy holds the connection until the
-client gives up and closes it, so no sleep has to outlast the client's timeout), or answer with DynamoDB's throttling
-error without forwarding. Like DynamoDB, and unlike moto, it honours TransactWriteItems'
+client gives up and closes it, so no sleep has to outlast the client's timeout), or answer with
+DynamoDB's throttling error without forwarding. Like DynamoDB, and unlike moto, it honours TransactWriteItems'
 `ClientRequestToken`: a retry carrying the token of a write that already succeeded gets that
 write's answer again instead of being applied twice.
 """

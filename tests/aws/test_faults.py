@@ -209,7 +209,6 @@ class SdkChaos:
                 "refused": Odds(chances=lost),
             },
         )
-        self.seed = seed
         self.lock = threading.Lock()
         self.lost: dict[str, int] = {}  # request token → answers still to lose
         self.spared: set[str] = set()  # tokens whose retries must reach the proxy
