@@ -1,7 +1,12 @@
 """Fixtures shared by every test folder. Backends for the port contract suites are plugins in
 `tests/fixtures/`: each contributes factories under a name the contract suites are parametrised by."""
 
-pytest_plugins = ["tests.fixtures.backends", "tests.fixtures.azure", "tests.fixtures.aws"]
+pytest_plugins = [
+    "tests.fixtures.backends",
+    "tests.fixtures.azure",
+    "tests.fixtures.aws",
+    "tests.fixtures.fault_schedule",
+]
 
 
 def pytest_report_header() -> str:

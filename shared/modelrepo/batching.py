@@ -19,6 +19,13 @@ P = TypeVar("P")
 R = TypeVar("R")
 
 
+def wait_for_turn(wake: threading.Event, patience: float) -> bool:
+    """How a queued request waits to be answered or handed the lead: True once woken, False when
+    its patience ran out. The group's only wait, so tests can replace it to see who is waiting and
+    to run a request's patience out on cue instead of on the wall clock."""
+    return wake.wait(patience)
+
+
 class Ticket(Generic[P, R]):
     """One queued request: its payload, and in the end its result or error."""
 
@@ -70,7 +77,7 @@ class GroupCommit(Generic[P, R]):
             if ticket.lead:
                 ticket.lead = False
                 self._lead()
-            elif not ticket._wake.wait(self._patience):
+            elif not wait_for_turn(ticket._wake, self._patience):
                 with self._lock:
                     if not ticket.done and not ticket.lead and ticket in self._queue:
                         self._queue.remove(ticket)

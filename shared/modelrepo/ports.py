@@ -172,7 +172,14 @@ class ArtifactStore(ABC):
 
     @abstractmethod
     def list(self, prefix: str = "", *, after: str | None = None, limit: int = 1000) -> ObjectListing:
-        """Uploaded objects in key order, one page at a time."""
+        """Uploaded objects in key order, one page at a time: at most `limit` objects, and in
+        `next_after` where the next page starts (None after the last page).
+
+        `after` is None for the first page, then the previous page's `next_after` for the same
+        prefix: a cursor, opaque to callers and stored by the reconcile sweep as it is. Stores that
+        can start a listing after a key use the last key; others use their own continuation token.
+        Each page costs the store a bounded amount of work, however far into the listing it is.
+        """
 
     @abstractmethod
     def pin(self, key: str, *, etag: str, digest: str) -> None:

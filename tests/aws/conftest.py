@@ -10,6 +10,7 @@ import json
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -165,6 +166,37 @@ class EventSourceMapping:
 @pytest.fixture
 def trigger(stack: Stack) -> EventSourceMapping:
     return EventSourceMapping(stack)
+
+
+class MotoClock:
+    """moto's S3 clock, set by the test: objects' LastModified and notifications' eventTime.
+
+    Tests about upload times that tie or differ by milliseconds set them instead of sleeping until
+    the wall clock is where they need it. Naive UTC, as moto keeps it.
+    """
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)
+
+
+@pytest.fixture
+def moto_clock(monkeypatch: pytest.MonkeyPatch) -> MotoClock:
+    """moto runs in this process (a server thread), so its S3 clock can be replaced for one test."""
+    import moto.s3.models
+    import moto.s3.notifications
+    from moto.core.utils import iso_8601_datetime_with_milliseconds
+
+    clock = MotoClock(datetime.now(UTC).replace(tzinfo=None))
+    monkeypatch.setattr(moto.s3.models, "utcnow", lambda: clock.now)
+    monkeypatch.setattr(
+        moto.s3.notifications,
+        "iso_8601_datetime_with_milliseconds",
+        lambda value=None: iso_8601_datetime_with_milliseconds(value or clock.now),
+    )
+    return clock
 
 
 @pytest.fixture

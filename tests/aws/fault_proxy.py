@@ -1,8 +1,9 @@
 """A small HTTP proxy in front of the moto server that loses answers the way a network does.
 
 It can withhold the answer to a request after moto has applied it (the client then times out: a
-write that committed although its caller cannot know), or answer with DynamoDB's throttling
-error without forwarding. Like DynamoDB, and unlike moto, it honours TransactWriteItems'
+write that committed although its caller cannot know; the proxy holds the connection until the
+client gives up and closes it, so no sleep has to outlast the client's timeout), or answer with
+DynamoDB's throttling error without forwarding. Like DynamoDB, and unlike moto, it honours TransactWriteItems'
 `ClientRequestToken`: a retry carrying the token of a write that already succeeded gets that
 write's answer again instead of being applied twice.
 """
@@ -12,7 +13,6 @@ from __future__ import annotations
 import http.client
 import json
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -22,8 +22,8 @@ from urllib.parse import urlsplit
 
 THROTTLED = b'{"__type":"com.amazonaws.dynamodb.v20120810#ThrottlingException","message":"Rate exceeded"}'
 
-# (operation, ClientRequestToken or None) → whether to withhold this request's answer.
-Withhold = Callable[[str, str | None], bool]
+# (operation, ClientRequestToken or None, whether moto applied it) → whether to withhold its answer.
+Withhold = Callable[[str, str | None, bool], bool]
 
 
 class FaultyProxy(ThreadingHTTPServer):
@@ -31,10 +31,10 @@ class FaultyProxy(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, upstream: str, *, withhold_for: float = 1.0) -> None:
+    def __init__(self, upstream: str, *, withhold_for: float = 60.0) -> None:
         super().__init__(("127.0.0.1", 0), _Forward)
         self.upstream = urlsplit(upstream).netloc
-        self.withhold_for = withhold_for
+        self.withhold_for = withhold_for  # a bound on waiting for the client to give up, not a wait
         self.withhold: dict[str, int] = {}  # operation → how many of its next answers to withhold
         self.throttle: dict[str, int] = {}  # operation → how many of its next calls to throttle
         self.decide: Withhold | None = None
@@ -54,10 +54,10 @@ class FaultyProxy(ThreadingHTTPServer):
                 return True
             return False
 
-    def withholds(self, operation: str, token: str | None) -> bool:
+    def withholds(self, operation: str, token: str | None, applied: bool) -> bool:
         if self.take(self.withhold, operation):
             return True
-        return self.decide is not None and self.decide(operation, token)
+        return self.decide is not None and self.decide(operation, token, applied)
 
     def replay(self, token: str | None) -> tuple[int, list[tuple[str, str]], bytes] | None:
         with self.lock:
@@ -94,14 +94,23 @@ class _Forward(BaseHTTPRequestHandler):
         else:
             answer = self._forward(body)
             self.server.remember(token, answer)
-        if self.server.withholds(operation, token):
+        if self.server.withholds(operation, token, answer[0] == 200):
             self.server.count("withheld")
-            time.sleep(self.server.withhold_for)  # moto applied the write; the client times out first
+            self._await_hang_up()  # moto applied the write; the client times out and hangs up
             self.close_connection = True
             return
         self._answer(*answer)
 
     do_GET = do_PUT = do_DELETE = do_HEAD = do_POST  # noqa: N815 - stdlib naming
+
+    def _await_hang_up(self) -> None:
+        """Hold the connection, unanswered, until the client closes it (its read timed out)."""
+        self.connection.settimeout(self.server.withhold_for)
+        try:
+            while self.rfile.read1(4096):
+                pass  # the client waits for this answer: it sends nothing until it hangs up
+        except OSError:
+            pass
 
     def _forward(self, body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
         upstream = http.client.HTTPConnection(self.server.upstream, timeout=30)

@@ -45,7 +45,8 @@ class _Raw:
         yield self.body
 
 
-Chooser = Callable[[str], Fault | None]
+# (operation, ClientRequestToken or None) → the fault to answer with, or None to send the call.
+Chooser = Callable[[str, str | None], Fault | None]
 
 
 class SdkFaults:
@@ -60,7 +61,7 @@ class SdkFaults:
 
     def _before_send(self, request: Any, event_name: str, **_kwargs: Any) -> AWSResponse | None:
         operation = event_name.rsplit(".", 1)[-1]
-        fault = self.choose(operation)
+        fault = self.choose(operation, _request_token(request))
         with self._lock:
             if fault is None:
                 self.sent[operation] += 1
@@ -81,9 +82,21 @@ class SdkFaults:
             self.client.meta.events.unregister("before-send.dynamodb", unique_id=id(self))
 
 
+def _request_token(request: Any) -> str | None:
+    """The ClientRequestToken of a TransactWriteItems attempt: botocore's retries carry the same one."""
+    body = getattr(request, "body", None)
+    if not body:
+        return None
+    try:
+        token = json.loads(body).get("ClientRequestToken")
+    except (ValueError, AttributeError):
+        return None
+    return str(token) if token else None
+
+
 def always(fault: Fault, *operations: str) -> Chooser:
     """`fault` for every call of these operations (all operations if none are named)."""
-    return lambda operation: fault if not operations or operation in operations else None
+    return lambda operation, _token: fault if not operations or operation in operations else None
 
 
 def first(count: int, fault: Fault, operation: str) -> Chooser:
@@ -91,7 +104,7 @@ def first(count: int, fault: Fault, operation: str) -> Chooser:
     remaining = [count]
     lock = threading.Lock()
 
-    def choose(called: str) -> Fault | None:
+    def choose(called: str, _token: str | None) -> Fault | None:
         with lock:
             if called != operation or remaining[0] <= 0:
                 return None

@@ -124,7 +124,7 @@ def test_mistakes_get_problem_answers_and_write_nothing(stack: Stack, trigger: E
         (api_event("GET", "/api/experiments/exp1/models/latest"), 404),
         (api_event("GET", "/api/nowhere"), 404),
         (api_event("DELETE", "/api/register"), 405),
-        (api_event("POST", "/api/register", body="x" * 70_000), 413),
+        (api_event("POST", "/api/register", body="x" * 300_000), 413),
     ]
     for event, expected in cases:
         status, headers, body = call_api(event)

@@ -5,12 +5,11 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import time
 from typing import Any
 
 from boto3.s3.transfer import TransferConfig
 
-from tests.aws.conftest import MAX_RECEIVE_COUNT, EventSourceMapping, Stack, api_event, call_api
+from tests.aws.conftest import MAX_RECEIVE_COUNT, EventSourceMapping, MotoClock, Stack, api_event, call_api
 
 
 def artifacts_of(run_id: str) -> list[dict[str, Any]]:
@@ -71,9 +70,11 @@ def test_a_multipart_upload_is_one_artifact(stack: Stack, trigger: EventSourceMa
     assert [e["action"] for e in audit_of("run2")] == ["artifact.recorded"]
 
 
-def test_the_newer_upload_wins_when_events_arrive_out_of_order(stack: Stack, trigger: EventSourceMapping) -> None:
+def test_the_newer_upload_wins_when_events_arrive_out_of_order(
+    stack: Stack, trigger: EventSourceMapping, moto_clock: MotoClock
+) -> None:
     stack.s3.put_object(Bucket=stack.uploads_bucket, Key="exp1/run3/model.bin", Body=b"first")
-    time.sleep(0.01)  # moto's eventTime has millisecond resolution and no sequencer
+    moto_clock.advance(milliseconds=10)  # moto's eventTime has millisecond resolution and no sequencer
     stack.s3.put_object(Bucket=stack.uploads_bucket, Key="exp1/run3/model.bin", Body=b"second!")
     trigger.poll_once()  # the test event
     trigger.drain(reverse=True)

@@ -247,7 +247,7 @@ class KillAt:
         self.victim: int | None = None
         self.killed: list[int] = []
 
-    def decide(self, operation: str, token: str | None) -> bool:
+    def decide(self, operation: str, token: str | None, applied: bool) -> bool:
         if operation != "PutEvents" or self.victim is None:
             return False
         self.seen += 1

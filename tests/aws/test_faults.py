@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -51,6 +50,7 @@ from tests.contracts.test_register_history import (
     storm_operations,
 )
 from tests.fixtures.aws import REGION, create_table
+from tests.fixtures.fault_schedule import FaultSchedule, Odds
 from tests.fixtures.faults import FaultyMetadataStore
 
 SLEEP_SCALE = 0.1
@@ -95,8 +95,10 @@ def registrations(stack: Stack) -> dict[str, Any]:
     """What the table holds for experiment exp1: counter, version rows, registration audit entries."""
     partition = tables.experiment_partition("exp1")
     rows = {row: doc for (pk, row), doc in table_documents(stack).items() if pk == partition}
+    counter = rows.get(tables.COUNTER_ROW)
     return {
-        "counter": rows.get(tables.COUNTER_ROW),
+        # The counter's numbers (it also carries the experiment's record: times, description, ...).
+        "counter": {name: counter[name] for name in ("latest", "sequence")} if counter else None,
         "versions": sorted(
             doc["model"]["version"] for row, doc in rows.items() if row.startswith(tables.VERSION_PREFIX)
         ),
@@ -183,40 +185,70 @@ def test_throttling_past_the_deadline_answers_503_and_writes_nothing(
 
 
 class SdkChaos:
-    """Decides, at random but reproducibly, which calls fail and which answers are lost."""
+    """Decides, by a seeded schedule, which calls fail below the SDK and which answers are lost.
+
+    Every kind the storm asserts on is guaranteed (`tests.fixtures.fault_schedule`): the first
+    calls of TransactWriteItems and of GetItem get each of their faults once; the first write moto
+    applies loses its first answer (botocore's retry then carries the same token and is answered
+    from it), the second loses every answer (botocore gives up not knowing). Those two are left
+    alone below the SDK so that their retries reach the proxy; every other call takes its chances.
+    """
 
     FIRST_ANSWER_LOST = 1
     EVERY_ANSWER_LOST = 1_000
 
     def __init__(self, seed: int) -> None:
-        self.random = random.Random(seed)
+        self.faults = FaultSchedule[Fault](
+            seed,
+            {
+                "TransactWriteItems": Odds(
+                    guaranteed=[PROVISIONED_THROUGHPUT, INTERNAL_ERROR],
+                    chances=[(0.05, PROVISIONED_THROUGHPUT), (0.03, INTERNAL_ERROR)],
+                ),
+                "GetItem": Odds(
+                    guaranteed=[THROTTLING, SERVICE_UNAVAILABLE],
+                    chances=[(0.02, THROTTLING), (0.01, SERVICE_UNAVAILABLE)],
+                ),
+            },
+        )
+        lost = [(0.04, self.EVERY_ANSWER_LOST), (0.10, self.FIRST_ANSWER_LOST)]
+        self.answers = FaultSchedule[int](
+            seed,
+            {
+                "applied": Odds(guaranteed=[self.FIRST_ANSWER_LOST, self.EVERY_ANSWER_LOST], chances=lost),
+                "refused": Odds(chances=lost),
+            },
+        )
         self.lock = threading.Lock()
         self.lost: dict[str, int] = {}  # request token → answers still to lose
+        self.spared: set[str] = set()  # tokens whose retries must reach the proxy
 
-    def fault(self, operation: str) -> Fault | None:
+    def fault(self, operation: str, token: str | None) -> Fault | None:
+        if operation not in ("TransactWriteItems", "GetItem"):
+            return None
         with self.lock:
-            roll = self.random.random()
-        if operation == "TransactWriteItems":
-            return PROVISIONED_THROUGHPUT if roll < 0.05 else INTERNAL_ERROR if roll < 0.08 else None
-        if operation == "GetItem":
-            return THROTTLING if roll < 0.02 else SERVICE_UNAVAILABLE if roll < 0.03 else None
-        return None
+            if token in self.spared:
+                return None
+        return self.faults.next(operation)
 
-    def withhold(self, operation: str, token: str | None) -> bool:
+    def withhold(self, operation: str, token: str | None, applied: bool) -> bool:
         """Lose the first answer to some writes (botocore's retry then carries the same token) and
         every answer to a few (the caller is left not knowing)."""
         if operation != "TransactWriteItems" or token is None:
             return False
         with self.lock:
             if token not in self.lost:
-                roll = self.random.random()
-                self.lost[token] = (
-                    self.EVERY_ANSWER_LOST if roll < 0.04 else self.FIRST_ANSWER_LOST if roll < 0.14 else 0
-                )
+                draw = self.answers.draw("applied" if applied else "refused")
+                self.lost[token] = draw.kind or 0
+                if draw.guaranteed:
+                    self.spared.add(token)
             if self.lost[token] > 0:
                 self.lost[token] -= 1
                 return True
             return False
+
+    def __str__(self) -> str:
+        return str(self.faults)
 
 
 class WriteOutcomes:
@@ -244,7 +276,7 @@ class WriteOutcomes:
 
 
 def test_a_registration_storm_with_faults_below_the_sdk_keeps_every_counter_promise(
-    moto_endpoint: str, botocore_backoff: list[float]
+    moto_endpoint: str, botocore_backoff: list[float], fault_seed: int
 ) -> None:
     with running_proxy(moto_endpoint) as proxy:
         client = boto3.session.Session(region_name=REGION).client(
@@ -257,7 +289,7 @@ def test_a_registration_storm_with_faults_below_the_sdk_keeps_every_counter_prom
         artifact_ids = record_artifacts(repo)
         ops = storm_operations(artifact_ids, STORM_OPERATIONS)
 
-        chaos = SdkChaos(seed=20261127)
+        chaos = SdkChaos(seed=fault_seed)
         with SdkFaults(client, chaos.fault).installed() as faults:
             proxy.decide = chaos.withhold
             run_storm(hosts_of(repo), ops, seen.unknown_operations)
@@ -271,12 +303,12 @@ def test_a_registration_storm_with_faults_below_the_sdk_keeps_every_counter_prom
         INTERNAL_ERROR.code,
         THROTTLING.code,
         SERVICE_UNAVAILABLE.code,
-    }, faults.injected
-    assert proxy.counts["withheld"] > 0
-    assert proxy.counts["replayed"] > 0, "a botocore retry carried the token of a committed write"
-    assert seen.unknown > 0, "some writes stayed unknown to botocore; the core's own token resolved them"
-    assert seen.conflicts > 0, "the threads contended"
-    assert outcomes["ok"] >= STORM_OPERATIONS * 0.9, outcomes
+    }, f"{faults.injected}; {chaos}"
+    assert proxy.counts["withheld"] > 0, chaos
+    assert proxy.counts["replayed"] > 0, f"a botocore retry carried the token of a committed write; {chaos}"
+    assert seen.unknown > 0, f"some writes stayed unknown to botocore; the core's own token resolved them; {chaos}"
+    assert seen.conflicts > 0, f"the threads contended; {chaos}"
+    assert outcomes["ok"] >= STORM_OPERATIONS * 0.9, f"{outcomes}; {chaos}"
     print(
         f"storm: {dict(outcomes)}; injected {dict(faults.injected)}; proxy {dict(proxy.counts)}; "
         f"unknown outcomes {seen.unknown}; conflicts {seen.conflicts}; botocore retries {len(botocore_backoff)}"

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import json
-import random
 import re
 import threading
 from collections import Counter
@@ -54,6 +53,7 @@ from tests.contracts.test_register_history import (
     run_storm,
     storm_operations,
 )
+from tests.fixtures.fault_schedule import FaultSchedule, Odds
 
 
 @dataclass
@@ -206,40 +206,50 @@ def test_an_upload_recorded_behind_a_lost_answer_is_recorded_once(
 
 
 class SdkChaos:
-    """Faults for every table batch of the storm, by roll; reads are sometimes busy (the SDK retries them)."""
+    """Faults for the storm's table batches, by a seeded schedule; reads are sometimes busy (the SDK
+    retries them). The first four batches get one of each batch fault, so every kind the storm
+    asserts on is guaranteed (`tests.fixtures.fault_schedule`); the rest take their chances."""
 
     OPERATION = re.compile(rb"op\d{3}")
+    BATCH_FAULTS = (BUSY, TIMEOUT_BEFORE, TIMEOUT_AFTER, LOST_AFTER)
 
     def __init__(self, seed: int) -> None:
-        self.random = random.Random(seed)
+        self.schedule = FaultSchedule[Fault](
+            seed,
+            {
+                "read": Odds(chances=[(0.03, BUSY)]),
+                "batch": Odds(
+                    guaranteed=self.BATCH_FAULTS,
+                    chances=[(0.08, BUSY), (0.06, TIMEOUT_BEFORE), (0.08, TIMEOUT_AFTER), (0.06, LOST_AFTER)],
+                ),
+            },
+        )
         self.lock = threading.Lock()
         self.injected: Counter[str] = Counter()
         self.ambiguous: set[str] = set()
 
     def __call__(self, request: object) -> Fault | None:
-        with self.lock:
-            roll = self.random.random()
         if not is_table_batch(request):
-            return self._note(BUSY) if is_get(request) and roll < 0.03 else None
+            return self._note(self.schedule.next("read")) if is_get(request) else None
         operation = self.OPERATION.search(body_of(request))
         if operation is None:
             return None
-        if roll < 0.08:
-            return self._note(BUSY)
-        fault = TIMEOUT_BEFORE if roll < 0.14 else TIMEOUT_AFTER if roll < 0.22 else LOST_AFTER if roll < 0.28 else None
-        if fault is not None:
+        fault = self.schedule.next("batch")
+        if fault is not None and fault is not BUSY:
             with self.lock:
                 self.ambiguous.add(operation.group().decode())
-            return self._note(fault)
-        return None
+        return self._note(fault)
 
-    def _note(self, fault: Fault) -> Fault:
-        with self.lock:
-            self.injected[fault.name] += 1
+    def _note(self, fault: Fault | None) -> Fault | None:
+        if fault is not None:
+            with self.lock:
+                self.injected[fault.name] += 1
         return fault
 
 
-def test_a_registration_storm_with_sdk_level_faults_keeps_every_counter_promise(faulty: Faulty) -> None:
+def test_a_registration_storm_with_sdk_level_faults_keeps_every_counter_promise(
+    faulty: Faulty, fault_seed: int
+) -> None:
     """The register history check of tests/contracts, with its faults made by the transport instead."""
     repository = ModelRepository(
         faulty.repository.artifacts,
@@ -248,12 +258,17 @@ def test_a_registration_storm_with_sdk_level_faults_keeps_every_counter_promise(
     )
     artifact_ids = record_artifacts(repository)
     ops = storm_operations(artifact_ids, count=64)
-    chaos = SdkChaos(seed=20261127)
+    chaos = SdkChaos(seed=fault_seed)
     faulty.transport.plan = chaos
     run_storm(hosts_of(repository), ops, chaos.ambiguous, threads=8)
     faulty.transport.plan = None
 
-    assert set(chaos.injected) == {"busy", "timeout-before-commit", "timeout-after-commit", "lost-after-commit"}
+    assert set(chaos.injected) == {
+        "busy",
+        "timeout-before-commit",
+        "timeout-after-commit",
+        "lost-after-commit",
+    }, f"{chaos.injected}; {chaos.schedule}"
     outcomes = check_history(repository, ops, artifact_ids)
-    assert outcomes["ok"] >= len(ops) * 0.9, outcomes
+    assert outcomes["ok"] >= len(ops) * 0.9, f"{outcomes}; {chaos.schedule}"
     print(f"\nSDK-level storm on Azurite: {outcomes}, faults {dict(chaos.injected)}")

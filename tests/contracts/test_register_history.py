@@ -10,7 +10,6 @@ at most one version; a failed operation left nothing behind. Runs on every Metad
 from __future__ import annotations
 
 import io
-import random
 import threading
 from collections import Counter, defaultdict
 from collections.abc import Sequence
@@ -23,6 +22,7 @@ from modelrepo.events import ObjectCreated
 from modelrepo.ports import MetadataStore, Write
 from modelrepo.retry import RetryPolicy
 from modelrepo.service import ModelRepository
+from tests.fixtures.fault_schedule import FaultSchedule, Odds
 from tests.fixtures.faults import FaultyMetadataStore
 
 EXPERIMENTS = ("exp-a", "exp-b", "exp-c")
@@ -41,32 +41,49 @@ class Op:
 
 
 class Chaos:
-    """Fails some transactions the ways a cloud does: refused, throttled, lost after commit, lost before."""
+    """Fails some transactions the ways a cloud does: refused, throttled, lost after commit, lost before.
+
+    The first four transactions get one of each, so every kind is sure to happen; the rest are
+    drawn from the seeded schedule (`tests.fixtures.fault_schedule`).
+    """
+
+    KINDS = ("conflict", "throttle", "lost-before-commit", "lost-after-commit")
 
     def __init__(self, seed: int) -> None:
-        self.random = random.Random(seed)
+        self.schedule = FaultSchedule(
+            seed,
+            {
+                "transact": Odds(
+                    guaranteed=self.KINDS,
+                    chances=[
+                        (0.10, "conflict"),
+                        (0.08, "throttle"),
+                        (0.08, "lost-before-commit"),
+                        (0.10, "lost-after-commit"),
+                    ],
+                )
+            },
+        )
         self.lock = threading.Lock()
         self.injected: Counter[str] = Counter()
         self.ambiguous: set[str] = set()  # operations that saw an unknown outcome
 
     def __call__(self, writes: Sequence[Write], inner: MetadataStore) -> None:
-        with self.lock:
-            roll = self.random.random()
+        kind = self.schedule.next("transact")
         actor = actor_of(writes)
-        if roll < 0.10:
-            self.injected["conflict"] += 1
+        if kind is not None:
+            with self.lock:
+                self.injected[kind] += 1
+                if kind.startswith("lost-"):
+                    self.ambiguous.add(actor)
+        if kind == "conflict":
             raise ConditionFailed("injected conflict")
-        if roll < 0.18:
-            self.injected["throttle"] += 1
+        if kind == "throttle":
             raise Throttled("injected throttling")
-        if roll < 0.26:
-            self.injected["lost-before-commit"] += 1
-            self.ambiguous.add(actor)
+        if kind == "lost-before-commit":
             raise OutcomeUnknown("injected: request lost before it reached the store")
         inner.transact(writes)
-        if roll < 0.36:
-            self.injected["lost-after-commit"] += 1
-            self.ambiguous.add(actor)
+        if kind == "lost-after-commit":
             raise OutcomeUnknown("injected: response lost after the commit")
 
 
@@ -155,8 +172,10 @@ def check_history(repo: ModelRepository, ops: Sequence[Op], artifact_ids: dict[s
     return Counter(op.outcome for op in ops)
 
 
-def test_a_faulty_registration_storm_keeps_every_counter_promise(metadata_store: MetadataStore) -> None:
-    chaos = Chaos(seed=20261127)
+def test_a_faulty_registration_storm_keeps_every_counter_promise(
+    metadata_store: MetadataStore, fault_seed: int
+) -> None:
+    chaos = Chaos(seed=fault_seed)
     faulty = FaultyMetadataStore(inner=metadata_store)
     retry = RetryPolicy(base_seconds=0.002, cap_seconds=0.05, deadline_seconds=30)
     repo = ModelRepository(MemoryArtifactStore(), faulty, retry=retry)
@@ -168,6 +187,6 @@ def test_a_faulty_registration_storm_keeps_every_counter_promise(metadata_store:
     faulty.fault = None
 
     # The faults really happened, of every kind.
-    assert set(chaos.injected) == {"conflict", "throttle", "lost-before-commit", "lost-after-commit"}, chaos.injected
+    assert set(chaos.injected) == set(Chaos.KINDS), f"{chaos.injected}; {chaos.schedule}"
     outcomes = check_history(repo, ops, artifact_ids)
-    assert outcomes["ok"] >= OPERATIONS * 0.9, outcomes
+    assert outcomes["ok"] >= OPERATIONS * 0.9, f"{outcomes}; {chaos.schedule}"

@@ -39,10 +39,12 @@ from azure.core.exceptions import (
     ServiceResponseError,
 )
 from azure.core.messaging import CloudEvent as AzureCloudEvent
+from azure.core.paging import PageIterator
 from azure.data.tables import TableClient, TableServiceClient, TableTransactionError, UpdateMode
 from azure.identity import DefaultAzureCredential
 from azure.storage.blob import (
     BlobClient,
+    BlobProperties,
     BlobSasPermissions,
     BlobServiceClient,
     ContainerClient,
@@ -115,6 +117,10 @@ MAX_CHUNKS = 16
 REGISTRY_PREFIX = "sha256/"
 COPY_POLL_SECONDS = (0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 COPY_DEADLINE_SECONDS = 600.0
+# List Blobs answers at most 5,000 blobs a call. A listing's `next_after` is its continuation token
+# behind this tag, which no position saved as a blob name (before tokens were used) begins with.
+MAX_LIST_RESULTS = 5000
+LISTING_TOKEN = "token:"
 
 
 @dataclass(frozen=True)
@@ -410,17 +416,33 @@ class AzureBlobArtifactStore(ArtifactStore):
             self._blob(key).delete_blob(delete_snapshots="include")
 
     def list(self, prefix: str = "", *, after: str | None = None, limit: int = 1000) -> ObjectListing:
-        """Blob listing has no portable 'start after': it skips to `after` from the prefix."""
+        """One List Blobs call per page: `next_after` carries the service's continuation token, and
+        the next page resumes from it. (Blob listing has no portable 'start after a name': resuming
+        by name re-listed from the prefix for every page, so a sweep of n blobs cost n²/page calls.)
+
+        An `after` without the token's tag is a blob name: a sweep position saved before listings
+        resumed from tokens. Its page is found from the prefix, once; the pages after it use tokens.
+        """
+        token = after.removeprefix(LISTING_TOKEN) if after and after.startswith(LISTING_TOKEN) else None
+        after_name = after if after and token is None else None
         with _storage_errors(f"listing {prefix!r}"):
-            blobs = self._uploads.list_blobs(name_starts_with=prefix or None, results_per_page=min(limit + 1, 5000))
-            page = list(islice((b for b in blobs if after is None or b.name > after), limit + 1))
+            listing = self._uploads.list_blobs(
+                name_starts_with=prefix or None, results_per_page=min(limit, MAX_LIST_RESULTS)
+            )
+            pages = cast("PageIterator[BlobProperties]", listing.by_page(continuation_token=token))
+            blobs: list[BlobProperties] = []
+            for page in pages:
+                blobs = [b for b in page if after_name is None or b.name > after_name]
+                if blobs or after_name is None:
+                    break
+            following = pages.continuation_token
         # List Blobs gives ETags unquoted, HEAD and PUT quoted: one version must have one ETag (it
         # is part of the artifact's identity), so listings use the quoted form too.
         objects = [
             ObjectInfo(key=b.name, size=b.size, etag=quoted_etag(b.etag) or b.etag, modified_at=b.last_modified)
-            for b in page[:limit]
+            for b in blobs
         ]
-        return ObjectListing(objects, objects[-1].key if len(page) > limit else None)
+        return ObjectListing(objects, f"{LISTING_TOKEN}{following}" if following else None)
 
     # --- registry --------------------------------------------------------------------------------
 
