@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import cloud, ingest, large, listing, raw_sqlite, register, report
+from bench import cloud, coldstart, ingest, large, listing, raw_sqlite, register, report
 from bench.common import machine
 from bench.sizes import FULL, SMOKE, Sizes
 
@@ -32,6 +32,7 @@ SCENARIOS: dict[str, Scenario] = {
     "large": large.run,
     "sqlite": raw_sqlite.run,
     "cloud": cloud.run,
+    "coldstart": coldstart.run,
 }
 
 HERE = Path(__file__).parent
@@ -47,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, help="override the number of alternating rounds")
     parser.add_argument("--writers", type=int, nargs="+", help="override scenario 1's writer counts")
     parser.add_argument("--modes", nargs="+", choices=["in-process", "HTTP"], help="scenario 1's modes")
+    parser.add_argument("--cold-runs", type=int, help="override the cold-start scenario's runs per case")
     args = parser.parse_args(argv)
     sizes = SMOKE if args.smoke else FULL
     if args.rounds:
@@ -55,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         sizes = replace(sizes, register_writers=tuple(args.writers))
     if args.modes:
         sizes = replace(sizes, register_modes=tuple(args.modes))
+    if args.cold_runs:
+        sizes = replace(sizes, coldstart_rounds=args.cold_runs)
     names = args.only or list(SCENARIOS)
     work = Path(tempfile.mkdtemp(prefix="modelrepo-bench-", dir=args.work))
     results: dict[str, Any] = {
@@ -86,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     markdown = report.markdown(results)
     (args.out / "results.md").write_text(markdown, encoding="utf-8")
     report.chart(results, args.out / "throughput.png")
+    report.coldstart_chart(results, args.out / "coldstart.png")
     if args.readme:
         report.refresh_readme(HERE / "README.md", markdown)
         report.refresh_readme(HERE.parent / "README.md", "\n".join(report.summary(results)) + "\n")

@@ -21,6 +21,7 @@ class Sizes:
     sqlite_writers: tuple[int, ...]
     cloud_registrations: int
     cloud_writers: int
+    coldstart_rounds: int
 
 
 FULL = Sizes(
@@ -39,6 +40,7 @@ FULL = Sizes(
     sqlite_writers=(1, 32),
     cloud_registrations=32,
     cloud_writers=32,
+    coldstart_rounds=20,
 )
 
 SMOKE = Sizes(
@@ -56,4 +58,5 @@ SMOKE = Sizes(
     sqlite_writers=(1, 4),
     cloud_registrations=8,
     cloud_writers=4,
+    coldstart_rounds=2,
 )
