@@ -80,10 +80,13 @@ def main(argv: list[str] | None = None) -> int:
                 outcome = {"title": name, "error": traceback.format_exc(limit=8), "rows": []}
                 print(outcome["error"], file=sys.stderr)
             outcome["wall_seconds"] = round(time.perf_counter() - began, 1)
+            outcome["run"] = results["started"]
             results["scenarios"][name] = outcome
             print(f"bench: {name} done in {outcome['wall_seconds']} s", file=sys.stderr, flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    if args.only and not args.smoke:
+        _keep_earlier(results, args.out / "results.json")
     results["targets"] = report.targets(results)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
@@ -96,6 +99,24 @@ def main(argv: list[str] | None = None) -> int:
         report.refresh_readme(HERE.parent / "README.md", "\n".join(report.summary(results)) + "\n")
     print(markdown)
     return 1 if failed else 0
+
+
+def _keep_earlier(results: dict[str, Any], path: Path) -> None:
+    """With --only, the other scenarios keep their figures from the run that measured them.
+
+    Each scenario is compared only within itself (its own alternation), so a report may hold
+    scenarios of different runs; each says which run it is from.
+    """
+    if not path.exists():
+        return
+    earlier = json.loads(path.read_text(encoding="utf-8"))
+    merged = {}
+    for name in SCENARIOS:
+        if name in results["scenarios"]:
+            merged[name] = results["scenarios"][name]
+        elif name in earlier.get("scenarios", {}):
+            merged[name] = {"run": earlier["started"], **earlier["scenarios"][name]}
+    results["scenarios"] = merged
 
 
 def _mlflow_version() -> str:

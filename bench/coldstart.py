@@ -601,6 +601,7 @@ def azurite(work: Path) -> Iterator[str]:
 class AzureCase:
     name: str
     spec: dict[str, Any] | None  # None: the floor
+    label: str = "Azure floor"
 
 
 def azure_cases(connection: str, rounds: int) -> tuple[list[AzureCase], dict[str, str], list[str]]:
@@ -636,8 +637,8 @@ def azure_cases(connection: str, rounds: int) -> tuple[list[AzureCase], dict[str
     record = {"function": "record_upload", "path": path}  # the blob: a fresh upload each round
     cases = [
         AzureCase(FLOOR_AZURE, None),
-        AzureCase("function app: HTTP GET /api/experiments/bench/models", get),
-        AzureCase("function app: blob trigger record_upload (a fresh upload)", record),
+        AzureCase("function app: HTTP GET /api/experiments/bench/models", get, "Azure app (HTTP GET)"),
+        AzureCase("function app: blob trigger record_upload (a fresh upload)", record, "Azure app (blob trigger)"),
     ]
     return cases, settings, [json.dumps(blob) for blob in seeded["uploads"]]
 
@@ -749,7 +750,7 @@ def run(sizes: Sizes, work: Path) -> dict[str, Any]:
     rows.append(floors["azure"])
     for azure_case in azure[1:]:
         name = azure_case.name
-        found = _summary(name, MODELREPO, samples[name], cloud="azure", function=name)
+        found = _summary(name, MODELREPO, samples[name], cloud="azure", function=azure_case.label)
         rows.append(_with_ratios(found, floors["azure"], None))
     return {
         "title": f"7. Cold start: import + first invocation in a fresh python3.12 process ({rounds} runs each)",

@@ -120,7 +120,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     text = "Cold start (import + first invocation, fresh python3.12) <= 1.5x the SDK-import floor, every handler"
     if cold:
         parts = [
-            f"{r['function'].split(':')[0]} {r['x_floor']}x ({r['p50_ms']:.0f} ms; CPU {r.get('x_floor_cpu')}x)"
+            f"{r['function']} {r['x_floor']}x ({r['p50_ms']:.0f} ms; CPU {r.get('x_floor_cpu')}x)"
             + (f", {r['failures']} failed" if r["failures"] else "")
             for r in cold
         ]
@@ -242,7 +242,12 @@ def summary(results: dict[str, Any]) -> list[str]:
     lines = [
         f"Run {results['started']}{' (smoke sizes: figures mean nothing)' if results['smoke'] else ''} on "
         f"{box['cpu']}, {box['cores']} cores, {box['memory_gb']} GiB, Python {box['python']}, "
-        f"MLflow {results['mlflow']}. Ratios are modelrepo / MLflow measured alternately in this run.",
+        f"MLflow {results['mlflow']}. Ratios are modelrepo / MLflow measured alternately in this run"
+        + (
+            " (scenarios measured in an earlier run say so under their tables)."
+            if any(s.get("run", results["started"]) != results["started"] for s in results["scenarios"].values())
+            else "."
+        ),
         "",
         "| target | measured | met |",
         "|---|---|---|",
@@ -269,7 +274,8 @@ def markdown(results: dict[str, Any]) -> str:
             lines += ["", scenario["note"]]
         if scenario.get("log"):
             lines += ["", "```", scenario["log"].strip()[-1500:], "```"]
-        lines.append(f"\n({scenario.get('wall_seconds', '?')} s of wall time)")
+        run = f", run {scenario['run']}" if scenario.get("run") and scenario["run"] != results["started"] else ""
+        lines.append(f"\n({scenario.get('wall_seconds', '?')} s of wall time{run})")
     return "\n".join(lines) + "\n"
 
 
