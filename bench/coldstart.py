@@ -143,7 +143,7 @@ class _RuntimeHandler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def do_GET(self) -> None:  # http.server's naming
+    def do_GET(self) -> None:
         if self.path != "/2018-06-01/runtime/invocation/next":
             self._answer(404)
             return
@@ -171,6 +171,7 @@ class _RuntimeHandler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
+        answered = time.perf_counter()  # the clock stops when the answer has arrived
         match = re.fullmatch(r"/2018-06-01/runtime/(?:invocation/([^/]+)/(response|error)|init/(error))", self.path)
         invocation = self.server.current
         if match is None or invocation is None:
@@ -180,7 +181,7 @@ class _RuntimeHandler(BaseHTTPRequestHandler):
             self._answer(400)
             return
         self._answer(202, b'{"status":"OK"}', {"Content-Type": "application/json"})
-        invocation.answered = time.perf_counter()
+        invocation.answered = answered
         invocation.body = body
         invocation.error = match.group(2) != "response"
         invocation.done.set()
