@@ -762,8 +762,9 @@ def run(sizes: Sizes, work: Path) -> dict[str, Any]:
             "From spawning the process to its first answer (AWS: the runtime's POST .../response to the loopback "
             "Runtime API; Azure: the function's return), p50/p95 nearest-rank over the runs, every case alternated "
             "round by round in the same run. init = until the runtime asked for its event (imports and module "
-            f"code). Target: p50 at most {TARGET}x the floor of the same cloud (AWS: the same runtime with a "
-            "handler that only imports boto3; Azure: the three SDK imports in a fresh interpreter)."
+            f"code). Target: p50 at most {TARGET}x the floor of the same cloud, in wall and in CPU time (AWS: "
+            "the same runtime with a handler that only imports boto3; Azure: the three SDK imports in a fresh "
+            "interpreter)."
         ),
     }
 
@@ -774,5 +775,13 @@ def _with_ratios(found: dict[str, Any], floor: dict[str, Any], bare: dict[str, A
     found["x_floor_cpu"] = ratio(found["cpu_p50_ms"], floor["cpu_p50_ms"])
     if bare is not None:
         found["x_bare"] = ratio(found["p50_ms"], bare["p50_ms"])
-    found["met"] = found["failures"] == 0 and found["x_floor"] is not None and found["x_floor"] <= TARGET
+    # Judged on wall time (what a caller waits) and on CPU time (what the process did): on a shared
+    # machine a wall-time ratio alone can pass or fail by the luck of what else ran meanwhile.
+    found["met"] = (
+        found["failures"] == 0
+        and found["x_floor"] is not None
+        and found["x_floor"] <= TARGET
+        and found["x_floor_cpu"] is not None
+        and found["x_floor_cpu"] <= TARGET
+    )
     return found

@@ -341,7 +341,7 @@ def coldstart_chart(results: dict[str, Any], path: Path) -> None:
     figure, axes = plt.subplots(figsize=(10, 0.5 * len(rows) + 1.5), dpi=120)
     labels, p50s, errors, colours = [], [], [], []
     for found in reversed(rows):
-        labels.append(f"{found.get('cloud', '')}: {found['case']}"[:70])
+        labels.append(f"{found.get('cloud', '')}: {found.get('function') or found['case']}"[:60])
         p50s.append(found["p50_ms"])
         errors.append(max(0.0, found["p95_ms"] - found["p50_ms"]))
         colours.append("grey" if found["system"] == RAW else "tab:blue" if found.get("met") else "tab:red")
@@ -352,9 +352,9 @@ def coldstart_chart(results: dict[str, Any], path: Path) -> None:
             axes.axvline(
                 floors[0]["p50_ms"] * 1.5, linestyle=":", color="tab:green" if cloud == "aws" else "tab:purple"
             )
-    axes.set_xlabel("ms from process start to first answer (p50 bar, p95 whisker); dotted: 1.5x each cloud's floor")
+    axes.set_xlabel("ms from spawn to first answer: p50 bar, p95 whisker; dotted: 1.5x the AWS / Azure floor")
     axes.tick_params(axis="y", labelsize=7)
-    axes.set_title("Cold start: import + first invocation, fresh python3.12 (grey: floors, red: over 1.5x)")
+    axes.set_title("Cold start, fresh python3.12 (grey: floors; red: over 1.5x)")
     axes.grid(True, axis="x", alpha=0.3)
     figure.tight_layout()
     figure.savefig(path)
