@@ -10,11 +10,16 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 BENCH_PYTHON = REPO / "bench" / ".venv" / "bin" / "python"
 SCENARIOS = ["register", "ingest", "listing", "large", "sqlite"]  # "cloud" is test_concurrent_registration.py
 
 
+# The two benchmark smokes each start many processes (MLflow servers; fresh interpreters): on one
+# xdist worker they run one after the other instead of competing for the machine's two cores.
+@pytest.mark.xdist_group("bench-smoke")
 def test_every_scenario_runs_at_smoke_size_with_verified_results(tmp_path: Path) -> None:
     assert BENCH_PYTHON.exists(), "the bench virtualenv is missing: run `make bench-setup`"
     done = subprocess.run(

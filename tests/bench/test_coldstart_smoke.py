@@ -12,6 +12,7 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
@@ -19,6 +20,9 @@ BENCH_PYTHON = REPO / "bench" / ".venv" / "bin" / "python"
 BUILD = REPO / ".aws-sam" / "build"
 
 
+# The two benchmark smokes each start many processes (MLflow servers; fresh interpreters): on one
+# xdist worker they run one after the other instead of competing for the machine's two cores.
+@pytest.mark.xdist_group("bench-smoke")
 def test_every_handler_starts_cold_and_answers_its_first_event(tmp_path: Path) -> None:
     assert BENCH_PYTHON.exists(), "the bench virtualenv is missing: run `make bench-setup`"
     assert (BUILD / "template.yaml").exists(), "the sam build output is missing: run `make aws-build`"
