@@ -23,6 +23,7 @@ BUILD = REPO / ".aws-sam" / "build"
 # The two benchmark smokes each start many processes (MLflow servers; fresh interpreters): on one
 # xdist worker they run one after the other instead of competing for the machine's two cores.
 @pytest.mark.xdist_group("bench-smoke")
+@pytest.mark.timeout(660)  # the subprocess's own bound (600 s) comes first; ~90 s on a quiet machine
 def test_every_handler_starts_cold_and_answers_its_first_event(tmp_path: Path) -> None:
     assert BENCH_PYTHON.exists(), "the bench virtualenv is missing: run `make bench-setup`"
     assert (BUILD / "template.yaml").exists(), "the sam build output is missing: run `make aws-build`"
