@@ -28,6 +28,7 @@ after one untimed warm-up run of each (page cache, bytecode, the emulators' firs
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import re
@@ -509,6 +510,12 @@ def _ric_site() -> str:
 # --- emulators ----------------------------------------------------------------------------------
 
 
+def _die_with_parent() -> None:
+    """Linux: the emulator is sent SIGTERM when the benchmark dies, even by SIGKILL (a test's timeout)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -526,6 +533,7 @@ def moto_server(work: Path) -> Iterator[str]:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509 - started before any thread of the benchmark
         )
         try:
             deadline = time.monotonic() + 60
@@ -568,6 +576,7 @@ def azurite(work: Path) -> Iterator[str]:
             stderr=subprocess.STDOUT,
             cwd=folder,
             start_new_session=True,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509 - started before any thread of the benchmark
         )
         try:
             deadline = time.monotonic() + 60
