@@ -163,6 +163,16 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 verdict(abs(change) <= 0.2),
             )
         )
+
+    cold = [r for r in _rows(results, "coldstart") if r.get("system") == MODELREPO]
+    text = "Cold start (import + first invocation, fresh python3.12) <= 1.5x the SDK-import floor, every handler"
+    if cold:
+        parts = [
+            f"{r['function']} {r['x_floor']}x ({r['p50_ms']:.0f} ms; CPU {r.get('x_floor_cpu')}x)"
+            + (f", {r['failures']} failed" if r["failures"] else "")
+            for r in cold
+        ]
+        judged.append(_target(text, "; ".join(parts), verdict(all(r["met"] for r in cold))))
     else:
         judged.append(_target(text, None, None))
     return judged
@@ -252,13 +262,46 @@ def _single(scenario: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _coldstart(scenario: dict[str, Any]) -> list[str]:
+    lines = [
+        "| cloud | case | runs | fail | p50 ms | p95 ms | max ms | init p50 ms | CPU p50 ms "
+        "| x floor p50 | x floor p95 | x floor CPU |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for found in scenario["rows"]:
+        floor = found["system"] == RAW
+        cells = [
+            found.get("cloud", ""),
+            f"*{found['case']}*" if floor else found["case"],
+            _num(found["runs"]),
+            _num(found["failures"]),
+            _num(found["p50_ms"]),
+            _num(found["p95_ms"]),
+            _num(found["max_ms"]),
+            _num(found.get("init_p50_ms")),
+            _num(found.get("cpu_p50_ms")),
+            "" if floor else f"{_num(found.get('x_floor'), 2)}x" + ("" if found.get("met") else " (**missed**)"),
+            "" if floor else f"{_num(found.get('x_floor_p95'), 2)}x",
+            "" if floor else f"{_num(found.get('x_floor_cpu'), 2)}x",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+        if found.get("errors"):
+            lines.append(f"| | errors: {'; '.join(e[:200] for e in found['errors'])} | | | | | | | | | | |")
+    return lines
+
+
 def summary(results: dict[str, Any]) -> list[str]:
     """The machine and the targets: what the repository's README shows."""
     box = results["machine"]
     lines = [
         f"Run {results['started']}{' (smoke sizes: figures mean nothing)' if results['smoke'] else ''} on "
         f"{box['cpu']}, {box['cores']} cores, {box['memory_gb']} GiB, Python {box['python']}, "
-        f"MLflow {results['mlflow']}. Ratios are modelrepo / MLflow measured alternately in this run.",
+        f"MLflow {results['mlflow']}. Ratios are modelrepo / MLflow measured alternately in this run"
+        + (
+            " (scenarios measured in an earlier run say so under their tables)."
+            if any(s.get("run", results["started"]) != results["started"] for s in results["scenarios"].values())
+            else "."
+        ),
         "",
         "| target | measured | met |",
         "|---|---|---|",
@@ -277,12 +320,16 @@ def markdown(results: dict[str, Any]) -> str:
             lines += ["```", scenario["error"].strip(), "```"]
             continue
         systems = {found["system"] for found in scenario["rows"]}
-        lines += _side_by_side(scenario) if MLFLOW in systems else _single(scenario)
+        if scenario.get("table") == "coldstart":
+            lines += _coldstart(scenario)
+        else:
+            lines += _side_by_side(scenario) if MLFLOW in systems else _single(scenario)
         if scenario.get("note"):
             lines += ["", scenario["note"]]
         if scenario.get("log"):
             lines += ["", "```", scenario["log"].strip()[-1500:], "```"]
-        lines.append(f"\n({scenario.get('wall_seconds', '?')} s of wall time)")
+        run = f", run {scenario['run']}" if scenario.get("run") and scenario["run"] != results["started"] else ""
+        lines.append(f"\n({scenario.get('wall_seconds', '?')} s of wall time{run})")
     return "\n".join(lines) + "\n"
 
 
@@ -328,7 +375,41 @@ def chart(results: dict[str, Any], path: Path) -> None:
     axes.set_ylabel("versions registered per second")
     axes.set_title(f"Register throughput vs concurrency ({results['machine']['cores']} cores)")
     axes.grid(True, which="both", alpha=0.3)
-    axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
+    if axes.get_legend_handles_labels()[0]:  # a run of other scenarios only has no curve to label
+        axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+
+
+def coldstart_chart(results: dict[str, Any], path: Path) -> None:
+    """Cold start per handler against its cloud's floor: p50 bars, p95 whiskers, the 1.5x line."""
+    rows = _rows(results, "coldstart")
+    if not rows:
+        return
+    import matplotlib  # type: ignore[import-not-found,unused-ignore]
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # type: ignore[import-not-found,unused-ignore]
+
+    figure, axes = plt.subplots(figsize=(10, 0.5 * len(rows) + 1.5), dpi=120)
+    labels, p50s, errors, colours = [], [], [], []
+    for found in reversed(rows):
+        labels.append(f"{found.get('cloud', '')}: {found.get('function') or found['case']}"[:60])
+        p50s.append(found["p50_ms"])
+        errors.append(max(0.0, found["p95_ms"] - found["p50_ms"]))
+        colours.append("grey" if found["system"] == RAW else "tab:blue" if found.get("met") else "tab:red")
+    axes.barh(labels, p50s, xerr=[[0.0] * len(errors), errors], color=colours, capsize=3)
+    for cloud in ("aws", "azure"):
+        floors = [r for r in rows if r["system"] == RAW and r.get("cloud") == cloud]
+        if floors:
+            axes.axvline(
+                floors[0]["p50_ms"] * 1.5, linestyle=":", color="tab:green" if cloud == "aws" else "tab:purple"
+            )
+    axes.set_xlabel("ms from spawn to first answer: p50 bar, p95 whisker; dotted: 1.5x the AWS / Azure floor")
+    axes.tick_params(axis="y", labelsize=7)
+    axes.set_title("Cold start, fresh python3.12 (grey: floors; red: over 1.5x)")
+    axes.grid(True, axis="x", alpha=0.3)
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)

@@ -21,6 +21,7 @@ class Sizes:
     sqlite_writers: tuple[int, ...]
     cloud_registrations: int
     cloud_writers: int
+    coldstart_rounds: int
     page_experiments: tuple[int, ...] = (100, 10_000)
     page_events: tuple[int, ...] = (1_000, 100_000)
     page_samples: int = 400
@@ -44,6 +45,7 @@ FULL = Sizes(
     sqlite_writers=(1, 32),
     cloud_registrations=32,
     cloud_writers=32,
+    coldstart_rounds=20,
 )
 
 SMOKE = Sizes(
@@ -61,6 +63,7 @@ SMOKE = Sizes(
     sqlite_writers=(1, 4),
     cloud_registrations=8,
     cloud_writers=4,
+    coldstart_rounds=2,
     page_experiments=(200, 400),
     page_events=(200, 1_000),
     page_samples=5,
