@@ -42,7 +42,21 @@ def to_request(event: APIGatewayProxyEvent) -> core_api.Request:
         headers={name.lower(): value for name, value in (event.headers or {}).items()},
         body=raw,
         principal=principal_of(event),
+        base_url=base_url_of(event),
     )
+
+
+def base_url_of(event: APIGatewayProxyEvent) -> str | None:
+    """Where the client reached the API: scheme and host, and the stage (or base path mapping)
+    that API Gateway strips from `path` but keeps in `requestContext.path`."""
+    headers = {name.lower(): value for name, value in (event.headers or {}).items()}
+    host = headers.get("host")
+    if not host:
+        return None
+    scheme = "https" if headers.get("x-forwarded-proto", "http").split(",")[0].strip() == "https" else "http"
+    full = str((event.get("requestContext") or {}).get("path") or "")
+    prefix = full[: -len(event.path)] if event.path and full.endswith(event.path) else ""
+    return f"{scheme}://{host}{prefix}"
 
 
 def principal_of(event: APIGatewayProxyEvent) -> str | None:
