@@ -153,7 +153,7 @@ def test_sources_outside_the_model_s_own_experiment_are_refused_before_anything_
     mlflow.drop("churn/run-1/model")
     mlflow.drop("other/run-1/model")
     mlflow.ok("POST", "registered-models/create", {"name": "other"})
-    refusals = {
+    refusals: dict[str, dict[str, Any]] = {
         "outside": {"source": "s3://another-bucket/churn/run-1/model"},
         "another experiment": {"source": "memory:///other/run-1/model"},
         "no run": {"source": "memory:///churn"},
