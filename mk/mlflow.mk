@@ -1,18 +1,19 @@
-# MLflow's own client against modelrepo's MLflow registry API (tests/mlflow/): the pinned mlflow of
-# bench/requirements.txt, in its own virtualenv beside the core with its AWS extra (SigV4 for the
-# request-auth plugin); the tests run the MLflow side in it as a subprocess. Not bench/.venv: that
-# one installs the core without boto3, and its pins are the benchmark's to change.
+# MLflow's own client against modelrepo's MLflow registry API (tests/mlflow/): the mlflow pinned in
+# bench/requirements.txt (one pin for both), in its own virtualenv beside the core with its client
+# and AWS extras (the request-auth plugin signs with the client's SigV4); the tests run the MLflow
+# side in it as a subprocess. Not bench/.venv: that one installs the core without boto3, and what it
+# installs is the benchmark's to change.
 MLFLOW_VENV := .venv-mlflow
 MLFLOW_PIN := $(shell grep -E '^mlflow==' bench/requirements.txt)
-MLFLOW_STAMP := $(MLFLOW_VENV)/.installed-$(shell echo '$(MLFLOW_PIN)' | cat - shared/pyproject.toml | cksum | cut -d' ' -f1)
+MLFLOW_STAMP := $(MLFLOW_VENV)/.installed-$(shell cat bench/requirements.txt shared/pyproject.toml mk/mlflow.mk | cksum | cut -d' ' -f1)
 
 .PHONY: mlflow-setup mlflow-clean
 
-$(MLFLOW_STAMP): bench/requirements.txt shared/pyproject.toml
+$(MLFLOW_STAMP): bench/requirements.txt shared/pyproject.toml mk/mlflow.mk
 	@test -n "$(MLFLOW_PIN)" || { echo "bench/requirements.txt pins no mlflow==<version>"; exit 1; }
 	$(PYTHON) -m venv $(MLFLOW_VENV)
 	$(MLFLOW_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(MLFLOW_VENV)/bin/python -m pip install --quiet '$(MLFLOW_PIN)' -e 'shared[aws]'
+	$(MLFLOW_VENV)/bin/python -m pip install --quiet '$(MLFLOW_PIN)' -e 'shared[client,aws]'
 	rm -f $(MLFLOW_VENV)/.installed-*
 	touch $@
 

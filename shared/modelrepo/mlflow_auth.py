@@ -102,13 +102,12 @@ class SigV4Auth(_AuthBase):
     canonical form does not read as a space), so the signature covers exactly what is sent.
     """
 
-    def __init__(self, credentials: Any, region: str | None) -> None:
+    def __init__(self, credentials: Any, region: str | None) -> None:  # botocore's Credentials
         self._credentials = credentials
         self._region = region
 
     def _sign(self, request: requests.PreparedRequest) -> None:
-        from botocore.auth import SigV4Auth as BotocoreSigV4Auth
-        from botocore.awsrequest import AWSRequest
+        from modelrepo.client.aws import sigv4_headers
 
         assert request.url is not None and request.method is not None
         request.url = _rfc3986_query(request.url)
@@ -119,12 +118,8 @@ class SigV4Auth(_AuthBase):
         if raw is not None and not isinstance(raw, bytes | str):
             raise RuntimeError("modelrepo-sigv4 signs bodies sent whole, not streamed ones")
         body = raw.encode("utf-8") if isinstance(raw, str) else (raw or b"")
-        headers = {name: request.headers[name] for name in ("Content-Type",) if name in request.headers}
-        signed = AWSRequest(method=request.method, url=request.url, data=body, headers=headers)
-        BotocoreSigV4Auth(self._credentials.get_frozen_credentials(), SERVICE, region).add_auth(signed)
-        for name in ("Authorization", "X-Amz-Date", "X-Amz-Security-Token"):
-            if name in signed.headers:
-                request.headers[name] = signed.headers[name]
+        headers = {name: str(request.headers[name]) for name in ("Content-Type",) if name in request.headers}
+        request.headers.update(sigv4_headers(self._credentials, region, request.method, request.url, body, headers))
 
     def __repr__(self) -> str:
         return f"SigV4Auth(service={SERVICE!r}, region={self._region!r})"
@@ -165,12 +160,10 @@ class SigV4Provider:
         return "modelrepo-sigv4"
 
     def get_auth(self) -> SigV4Auth:
-        import boto3
+        from modelrepo.client.aws import CREDENTIAL_CHAIN, session
 
-        session = boto3.session.Session()
-        credentials = session.get_credentials()
+        aws = session()
+        credentials = aws.get_credentials()
         if credentials is None:
-            raise RuntimeError(
-                "MLFLOW_TRACKING_AUTH=modelrepo-sigv4 found no AWS credentials (environment, ~/.aws, SSO, role)"
-            )
-        return SigV4Auth(credentials, session.region_name)
+            raise RuntimeError(f"MLFLOW_TRACKING_AUTH=modelrepo-sigv4 found no AWS credentials ({CREDENTIAL_CHAIN})")
+        return SigV4Auth(credentials, aws.region_name)
