@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.aws.conftest import Stack, stack  # noqa: F401 - the AWS host's fixture
+from tests.aws.conftest import Stack, api_event, call_api, stack  # noqa: F401 - the AWS host's fixture
 from tests.aws.test_client_aws import STAGE, Gateway
 from tests.azure.conftest import AzureApp, azure_app  # noqa: F401 - the Azure host's fixture
 from tests.azure.host import FUNCTION_KEY
@@ -95,3 +95,20 @@ def test_mlflow_uses_the_azure_host_as_its_model_registry(
     report = run_scenario(tmp_path, url, sources, environment)
     check_report(report, model)
     assert len(front.forwarded) == 2
+
+
+@pytest.mark.filterwarnings("ignore:No application metrics to publish:UserWarning")
+def test_the_api_function_s_download_uri_keeps_api_gateway_s_stage(stack: Stack) -> None:  # noqa: F811
+    stack.s3.put_object(Bucket=stack.uploads_bucket, Key=f"{NAME}/{RUN}/model/MLmodel", Body=b"flavors: {}\n")
+    source = f"s3://{stack.uploads_bucket}/{NAME}/{RUN}/model"
+    body = {"name": NAME, "source": source}
+    status, _, created = call_api(api_event("POST", "/api/2.0/mlflow/model-versions/create", body=body))
+    assert status == 200, created
+    host = {"Host": "abc123defg.execute-api.us-east-1.amazonaws.com", "X-Forwarded-Proto": "https"}
+    query = {"name": NAME, "version": created["model_version"]["version"]}
+    path = "/api/2.0/mlflow/model-versions/get-download-uri"
+    status, _, answer = call_api(api_event("GET", path, headers=host, query=query))
+    assert (status, answer["artifact_uri"]) == (
+        200,
+        f"https://abc123defg.execute-api.us-east-1.amazonaws.com/prod/api/2.0/mlflow-artifacts/artifacts/{NAME}/1",
+    )
