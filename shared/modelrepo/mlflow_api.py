@@ -507,10 +507,10 @@ class MlflowApi:
         """The bucket key a source names; it must be inside the registered model's own experiment."""
         key = self.repository.artifacts.key_of_uri(body.source.strip())
         if key is None:
-            example = self.repository.artifacts.uri_of(f"{body.name}/<run>/<path>")
+            example = self.repository.artifacts.uri_of(f"{body.name}/run-1/model")
             raise InvalidInput(
                 f"source {body.source!r} is not a location in modelrepo's uploads bucket: give the file or "
-                f"folder a run uploaded, such as {example}"
+                f"folder a run uploaded there, <model>/<run>/<path>, such as {example}"
             )
         key = key.rstrip("/")
         experiment = key.split("/", 1)[0]
