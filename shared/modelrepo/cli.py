@@ -14,25 +14,27 @@ import getpass
 import json
 import logging
 import os
+import shutil
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from contextlib import ExitStack
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from itertools import islice
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 from modelrepo.api import describe_validation_error
 from modelrepo.backends import BACKENDS, open_backend
 from modelrepo.client import ApiError, Client, NotRecorded
+from modelrepo.commands.versions import ManifestEntry
 from modelrepo.dispatch import ParkedDelivery, parked_deliveries, retry_now
 from modelrepo.errors import InvalidInput, ModelRepoError
 from modelrepo.events import ObjectCreated
-from modelrepo.limits import DEFAULT_PAGE, parse_version
-from modelrepo.model import ArtifactKey, Lineage
+from modelrepo.limits import DEFAULT_PAGE, MAX_VERSION_FILES, parse_version
+from modelrepo.model import ArtifactKey, Lineage, RegisteredModel, RunArtifact
 from modelrepo.ports import DeadLetter
 from modelrepo.recovery import Reconciler, replay_dead_letters
 from modelrepo.settings import LocalSettings
@@ -286,7 +288,10 @@ def _metadata_arguments(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _download(client: Client, experiment: str, version: str, dest: Path, force: bool) -> dict[str, Any]:
-    with client.download(experiment, version) as download:
+    model = client.model(experiment, version)  # also resolves latest and @target
+    if model.files is not None:
+        return _download_folder(client, model, dest, force)
+    with client.download(experiment, model.version) as download:
         name = download.filename or f"{experiment}-v{version}.bin"
         target = dest / name if dest.is_dir() else dest
         if target.exists() and not force:
@@ -306,14 +311,110 @@ def _download(client: Client, experiment: str, version: str, dest: Path, force: 
     return {"path": str(target), "size": size, "sha256": download.sha256}
 
 
+def _download_folder(client: Client, model: RegisteredModel, dest: Path, force: bool) -> dict[str, Any]:
+    """A folder version written as a folder: every file fetched (in parallel) and checked against its
+    digest into a temporary folder beside the target, which then takes the target's place whole."""
+    entries = client.files(model.experiment_id, model.version)
+    for entry in entries:
+        _check_relative(entry.path)
+    target = dest / f"{model.experiment_id}-v{model.version}" if dest.is_dir() else dest
+    if target.exists() and not force:
+        raise CommandFailed(f"{target} exists; pass --force to replace it")
+    temp = target.with_name(f".{target.name}.download-{os.getpid()}")
+    shutil.rmtree(temp, ignore_errors=True)
+
+    def fetch(entry: ManifestEntry, advance: Callable[[int], None]) -> None:
+        path = temp.joinpath(*entry.path.split("/"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with client.download_file(model.experiment_id, model.version, entry.path) as download, path.open("wb") as out:
+            for chunk in download:  # the client checks the sha256 before the loop ends
+                out.write(chunk)
+                advance(len(chunk))
+        if download.sha256 != entry.sha256 or path.stat().st_size != entry.size:
+            raise CommandFailed(f"{entry.path} does not match the version's manifest (sha256 and size)")
+
+    try:
+        with _progress(f"downloading {model.experiment_id} v{model.version}", model.size, quiet=False) as advance:
+            _in_parallel(lambda entry: fetch(entry, advance), entries)
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        elif target.exists() or target.is_symlink():
+            target.unlink()
+        os.replace(temp, target)
+    except OSError as error:
+        raise CommandFailed(f"cannot write {target}: {error.strerror or error}") from None
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+    return {"path": str(target), "size": model.size, "sha256": model.sha256, "files": len(entries)}
+
+
+def _check_relative(path: str) -> None:
+    """A manifest path may only name a place inside the folder being written."""
+    segments = path.split("/")
+    if not path or path.startswith("/") or "\\" in path or any(s in ("", ".", "..") for s in segments):
+        raise CommandFailed(f"the version lists a file {path!r} that would land outside the folder; not written")
+
+
+T = TypeVar("T")
+R = TypeVar("R")
+PARALLEL_TRANSFERS = 4
+
+
+def _in_parallel(work: Callable[[T], R], items: Sequence[T]) -> list[R]:
+    """`work` on every item, a few at a time; the first failure is raised once all have stopped."""
+    with ThreadPoolExecutor(max_workers=PARALLEL_TRANSFERS) as pool:
+        return list(pool.map(work, items))
+
+
+@contextlib.contextmanager
+def _progress(what: str, total: int, *, quiet: bool) -> Iterator[Callable[[int], None]]:
+    """A rich progress bar on a terminal for large transfers; elsewhere a callback that does nothing."""
+    if total < PROGRESS_THRESHOLD_BYTES or quiet or not sys.stderr.isatty():
+        yield lambda _n: None
+        return
+    from rich.progress import Progress
+
+    with Progress(transient=True) as progress:
+        task = progress.add_task(what, total=total)
+        yield lambda n: progress.advance(task, n)  # rich's advance is safe from the transfer threads
+
+
+def _folder_files(experiment: str, run: str, folder: Path, name: str | None) -> list[tuple[Path, str]]:
+    """Every file under `folder` and the key it goes to, `<experiment>/<run>/<name>/<relative path>`;
+    all checked before anything is written."""
+    files: list[tuple[Path, str]] = []
+    base = name or folder.resolve().name
+    for directory, folders, names in os.walk(folder):  # symbolic links to folders are not followed
+        folders.sort()
+        for file_name in sorted(names):
+            path = Path(directory) / file_name
+            if not path.is_file():
+                continue
+            relative = path.relative_to(folder).as_posix()
+            where = ArtifactKey(experiment, run, f"{base}/{relative}")
+            try:
+                ArtifactKey.parse(where.key)
+            except InvalidInput as error:
+                raise CommandFailed(f"{path}: {error.detail}; nothing was uploaded") from None
+            files.append((path, where.key))
+    if not files:
+        raise CommandFailed(f"{folder} holds no files")
+    if len(files) > MAX_VERSION_FILES:
+        raise CommandFailed(f"{folder} holds {len(files)} files; a version holds at most {MAX_VERSION_FILES}")
+    return files
+
+
 def upload(
     settings: LocalSettings, experiment: str, run: str, source: Path, name: str | None, show: Printer, quiet: bool
 ) -> None:
-    """Put a file into the drop folder atomically and record it right away."""
+    """Put a file into the drop folder atomically and record it right away; a folder, file by file."""
     from modelrepo.local.bootstrap import build_repository
 
     if settings.url:
         raise CommandFailed("upload writes into the bucket directly: run it where the root is, without --url")
+    if source.is_dir():
+        _upload_folder(settings, _folder_files(experiment, run, source, name), show, quiet)
+        return
     where = ArtifactKey(experiment, run, name or source.name)
     try:
         ArtifactKey.parse(where.key)
@@ -341,44 +442,74 @@ def upload(
     show(result.artifact.to_json(), "artifact")
 
 
+def _upload_folder(settings: LocalSettings, files: list[tuple[Path, str]], show: Printer, quiet: bool) -> None:
+    """Each file into the drop folder atomically (written beside, renamed into place) and recorded,
+    a few at a time; the run's artifacts are printed once all are recorded."""
+    from modelrepo.local.bootstrap import build_repository
+
+    repository = build_repository(settings, project_inline=True)
+    actor = f"cli:{getpass.getuser()}"
+
+    def put(item: tuple[Path, str], advance: Callable[[int], None]) -> RunArtifact:
+        path, key = item
+        try:
+            with path.open("rb") as data:
+                info = repository.artifacts.put(key, data, progress=advance)
+        except OSError as error:
+            raise CommandFailed(f"cannot read {path}: {error.strerror}") from None
+        result = repository.record_artifact(ObjectCreated.from_object(info, actor))
+        if result.artifact is None:
+            raise CommandFailed(f"{key} was not recorded: {result.outcome}")
+        return result.artifact
+
+    total = sum(path.stat().st_size for path, _ in files)
+    try:
+        with _progress(f"uploading {len(files)} files", total, quiet=quiet) as advance:
+            artifacts = _in_parallel(lambda item: put(item, advance), files)
+    finally:
+        repository.metadata.close()
+    show([artifact.to_json() for artifact in artifacts], "artifact")
+
+
 def upload_to_cloud(profile: Profile, args: argparse.Namespace, environ: Mapping[str, str], show: Printer) -> None:
     """Put a file into the profile's bucket (S3 or Blob Storage), then wait until it is recorded."""
     from modelrepo.client.uploads import upload_file
 
     source: Path = args.path
-    where = ArtifactKey(args.experiment, args.run, args.name or source.name)
-    try:
-        ArtifactKey.parse(where.key)
-    except InvalidInput as error:
-        raise CommandFailed(error.detail) from None
-    if not source.is_file():
-        raise CommandFailed(f"{source} is not a readable file")
+    if source.is_dir():
+        files = _folder_files(args.experiment, args.run, source, args.name)
+    else:
+        where = ArtifactKey(args.experiment, args.run, args.name or source.name)
+        try:
+            ArtifactKey.parse(where.key)
+        except InvalidInput as error:
+            raise CommandFailed(error.detail) from None
+        if not source.is_file():
+            raise CommandFailed(f"{source} is not a readable file")
+        files = [(source, where.key)]
     if not args.timeout > 0:
         raise CommandFailed("--timeout must be a positive number of seconds")
-    with ExitStack() as progress_bar:
-        progress: Callable[[int], None] | None = None
-        size = source.stat().st_size
-        if size >= PROGRESS_THRESHOLD_BYTES and not args.json and sys.stderr.isatty():
-            from rich.progress import Progress
-
-            bar = progress_bar.enter_context(Progress(transient=True))
-            task = bar.add_task(f"uploading {source.name}", total=size)
-            progress = lambda n: bar.advance(task, n)  # noqa: E731 - called from the transfer's threads
-        uploaded = upload_file(profile, source, where.key, environ=environ, progress=progress)
+    total = sum(path.stat().st_size for path, _ in files)
+    with _progress(f"uploading {source.name}", total, quiet=args.json) as advance:
+        uploads = _in_parallel(
+            lambda item: upload_file(profile, item[0], item[1], environ=environ, progress=advance), files
+        )
     if args.no_wait:
-        show(uploaded.to_json(), "uploaded")
+        show(uploads[0].to_json() if not source.is_dir() else [u.to_json() for u in uploads], "uploaded")
         return
     from modelrepo.client.config import connect
 
+    artifacts: list[RunArtifact] = []
     with connect(profile) as client:
-        try:
-            artifact = client.wait_for_artifact(where.key, uploaded.etag, timeout=args.timeout)
-        except NotRecorded as error:
-            raise CommandFailed(
-                f"{error.detail}; its upload event may be delayed or dead-lettered: "
-                f"see `modelrepo dead-letters --backend {profile.cloud}`"
-            ) from None
-    show(artifact.to_json(), "artifact")
+        for uploaded in uploads:
+            try:
+                artifacts.append(client.wait_for_artifact(uploaded.key, uploaded.etag, timeout=args.timeout))
+            except NotRecorded as error:
+                raise CommandFailed(
+                    f"{error.detail}; its upload event may be delayed or dead-lettered: "
+                    f"see `modelrepo dead-letters --backend {profile.cloud}`"
+                ) from None
+    show(artifacts[0].to_json() if not source.is_dir() else [a.to_json() for a in artifacts], "artifact")
 
 
 def configure(args: argparse.Namespace, settings: LocalSettings, environ: Mapping[str, str], show: Printer) -> None:
@@ -586,11 +717,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="POST every event to URL (Standard Webhooks, signed with $MODELREPO_WEBHOOK_SECRET); repeatable",
     )
 
-    up = command("upload", "put a file into the bucket and record it")
+    up = command("upload", "put a file, or a folder's files, into the bucket and record them")
     up.add_argument("experiment")
     up.add_argument("run")
-    up.add_argument("path", type=Path)
-    up.add_argument("--name", help="artifact name, may contain '/' (default: the file's name)")
+    up.add_argument("path", type=Path, help="a file, or a folder (its files go under <name>/)")
+    up.add_argument("--name", help="artifact name, may contain '/' (default: the file's or folder's name)")
     up.add_argument("--no-wait", action="store_true", help="with --profile: do not wait until the upload is recorded")
     up.add_argument(
         "--timeout", type=float, default=120.0, help="with --profile: seconds to wait until it is recorded (120)"
@@ -741,10 +872,12 @@ def build_parser() -> argparse.ArgumentParser:
     azure.add_argument("--entra-app-id", help="authenticate with Entra tokens for this app registration")
     azure.add_argument("--scope", help="the token scope (default: api://<entra-app-id>/.default)")
 
-    download = command("download", "download a version's pinned bytes")
+    download = command("download", "download a version's pinned bytes (a folder version as a folder)")
     download.add_argument("experiment")
     download.add_argument("version")
-    download.add_argument("dest", help="a file, or a folder to save under the artifact's name")
+    download.add_argument(
+        "dest", help="a file (a folder for a folder version), or an existing folder to save it in under its name"
+    )
     download.add_argument("--force", action="store_true", help="replace an existing file")
     return parser
 

@@ -65,7 +65,7 @@ from modelrepo.outbox import CloudEvent
 if TYPE_CHECKING:
     import httpx
 
-    from modelrepo.api import Api
+    from modelrepo.api import Api, DeadLetterView
     from modelrepo.service import DeploymentHistory
 
 log = logging.getLogger(__name__)
@@ -267,6 +267,12 @@ class Client:
     def rejections(self, *, page_size: int = DEFAULT_PAGE_SIZE) -> Iterator[Rejection]:
         """Uploads that are not artifacts, with the reason; pages are fetched as the loop goes."""
         return self._pages(api_path("rejections"), models.Rejection, page_size)
+
+    def dead_letters(self, *, limit: int = DEFAULT_PAGE_SIZE) -> list[DeadLetterView]:
+        """What the host gave up on: parked upload notifications, then event deliveries a subscriber
+        has not accepted (each names what `modelrepo replay` takes)."""
+        items = _items(self._json("GET", api_path("dead-letters"), query={"limit": str(limit)}))
+        return [_record(models.DeadLetter, item) for item in items]
 
     def run_audit(self, run_id: str, *, page_size: int = DEFAULT_PAGE_SIZE) -> Iterator[AuditEntry]:
         """The audit trail of a run's uploads, oldest first."""
