@@ -22,10 +22,12 @@ from pydantic import BaseModel, Field, ValidationError
 from modelrepo.errors import (
     Busy,
     Conflict,
+    InsufficientStorage,
     InvalidInput,
     ModelRepoError,
     NotFound,
     ObjectMissing,
+    StoreUnavailable,
     Throttled,
     Unprocessable,
 )
@@ -242,6 +244,12 @@ class Api:
             return problem(503, f"the storage backend is busy: {error.detail}", {"Retry-After": "1"})
         except _MethodNotAllowed as error:
             return problem(405, error.detail, {"Allow": error.allow})
+        except InsufficientStorage as error:
+            log.error("out of space: %s", error.detail)
+            return problem(507, error.detail)
+        except StoreUnavailable as error:
+            log.error("store unavailable: %s", error.detail)
+            return problem(503, error.detail, {"Retry-After": "30"})
         except ObjectMissing as error:
             log.error("registry integrity: %s", error.detail)
             return problem(500, "the registry is missing bytes it should hold; an operator must look")

@@ -52,7 +52,8 @@ ERRORS = {
     413: "Body too large",
     415: "Body is not application/json",
     422: "Refers to things that cannot be combined",
-    503: "Busy beyond the retry deadline; see Retry-After",
+    503: "Busy beyond the retry deadline, or a store is unusable (the detail names it); see Retry-After",
+    507: "A store is out of space (the detail names it); nothing was written",
 }
 
 
