@@ -28,6 +28,8 @@ class LocalSettings(BaseModel):
     url: str | None = None
     register_deadline_seconds: float = Field(default=10.0, gt=0, le=600)
     max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, ge=1024, le=16 * 1024 * 1024)
+    # Create a new metadata database even though the registry holds pinned bytes (`--init`).
+    init_database: bool = False
 
     @field_validator("root")
     @classmethod
@@ -56,6 +58,11 @@ class LocalSettings(BaseModel):
     @property
     def database(self) -> Path:
         return self.root / "metadata.sqlite3"
+
+    @property
+    def drop_folder_ledger(self) -> Path:
+        """The order and digest of every file version the drop folder has seen."""
+        return self.root / "drop-folder.sqlite3"
 
     def require_safe_binding(self) -> None:
         """Refuse to expose an unauthenticated API beyond this machine."""

@@ -116,6 +116,19 @@ def stop_serve(served: Served) -> None:
         served.process.wait()
 
 
+def run_modelrepo(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """The installed CLI in its own process, with no MODELREPO_* settings leaking in."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELREPO_")}
+    return subprocess.run(
+        [sys.executable, "-m", "modelrepo.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        check=False,
+    )
+
+
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[Served]:
     running = start_serve(tmp_path / "root")
@@ -129,3 +142,42 @@ def served_with_key(tmp_path: Path) -> Iterator[Served]:
     running = start_serve(tmp_path / "root", api_key="s3cret-test-key")
     yield running
     stop_serve(running)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real, small file system (a 16 MiB tmpfs) that a test can fill up or make read-only.
+
+    Mounting needs root, as `make test` runs on CI and on these machines; elsewhere these tests
+    fail with the mount's own error rather than pretend."""
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=16m,mode=0755", "tmpfs", str(mount)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "--lazy", str(mount)], check=False, capture_output=True)
+
+
+def fill_up(disk: Path) -> Path:
+    """Write a file until the disk has no byte left; return it (delete it to free the space)."""
+    import errno
+
+    filler = disk / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        size = 1 << 20
+        while size:
+            try:
+                os.write(fd, b"\0" * size)
+            except OSError as error:
+                assert error.errno == errno.ENOSPC, error
+                size //= 2
+    finally:
+        os.close(fd)
+    return filler
