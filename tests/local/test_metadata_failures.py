@@ -68,6 +68,25 @@ def test_a_corrupt_database_stops_the_start_with_one_line(tmp_path: Path, capsys
     assert code == 1 and err.count("\n") == 1 and "is not a usable SQLite database" in err
 
 
+def test_a_corrupt_drop_folder_ledger_stops_the_start_and_may_simply_be_deleted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "root"
+    populate(root, capsys)
+    ledger = root / "drop-folder.sqlite3"
+    for suffix in ("-wal", "-shm"):
+        Path(f"{ledger}{suffix}").unlink(missing_ok=True)
+    ledger.write_bytes(b"not a database either " * 500)
+    line = serve_fails(root)
+    assert f"the drop folder's ledger {ledger} is not a usable SQLite database" in line and "delete it" in line
+    ledger.unlink()
+    served = start_serve(root)
+    try:
+        assert [m["version"] for m in served.request("GET", "/api/experiments/exp1/models").json()["items"]] == [1]
+    finally:
+        stop_serve(served)
+
+
 @pytest.fixture
 def immutable(tmp_path: Path) -> Iterator[list[Path]]:
     """Files made immutable (`chattr +i`: not even root may write them), made mutable again after."""

@@ -207,13 +207,18 @@ def _storage_failure(error: OSError, what: str) -> StorageError:
     return StoreUnavailable(f"{what} cannot be written: {reason}")
 
 
-def _sqlite_failure(error: sqlite3.Error, what: str) -> StorageError:
+def _ledger_failure(error: sqlite3.Error, what: str) -> StorageError:
     code = getattr(error, "sqlite_errorcode", None)
     primary = None if code is None else code & 0xFF
     if primary in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
         return Throttled(f"{what} is busy: {error}")
     if primary == sqlite3.SQLITE_FULL:
         return InsufficientStorage(f"{what} is out of space: {error}")
+    if primary in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+        return StoreUnavailable(
+            f"{what} is not a usable SQLite database ({error}); delete it and start again: it is rebuilt "
+            "from the files, and newer uploads still win"
+        )
     return StoreUnavailable(f"{what} cannot be used: {error}")
 
 
@@ -459,7 +464,7 @@ class SeenLedger:
             for statement in _LEDGER_SCHEMA:
                 self._db.execute(statement)
         except sqlite3.Error as error:
-            raise _sqlite_failure(error, self._what) from None
+            raise _ledger_failure(error, self._what) from None
 
     @staticmethod
     def _version(fingerprint: Fingerprint) -> str:
@@ -474,7 +479,7 @@ class SeenLedger:
             try:
                 row = self._db.execute("SELECT version, sequencer, sha256 FROM seen WHERE key = ?", (key,)).fetchone()
             except sqlite3.Error as error:
-                raise _sqlite_failure(error, self._what) from None
+                raise _ledger_failure(error, self._what) from None
             if row is None or row[0] != self._version(fingerprint):
                 return None
             self._remember(key, fingerprint, row[1], row[2])
@@ -509,7 +514,7 @@ class SeenLedger:
                         db.execute("ROLLBACK")
                     raise
             except sqlite3.Error as error:
-                raise _sqlite_failure(error, self._what) from None
+                raise _ledger_failure(error, self._what) from None
             self._remember(key, fingerprint, sequencer, digest)
             return sequencer
 
