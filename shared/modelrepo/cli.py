@@ -260,8 +260,8 @@ def _download(transport: Transport, experiment: str, version: str, dest: Path, f
         digest = hashlib.sha256()
         size = 0
         try:
-            os.fchmod(fd, 0o666 & ~_umask())
             with os.fdopen(fd, "wb") as out:
+                os.fchmod(out.fileno(), 0o666 & ~_umask())  # mkstemp's 0600, as any new file would be
                 for chunk in response.stream:
                     out.write(chunk)
                     digest.update(chunk)

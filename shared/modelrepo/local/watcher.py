@@ -40,7 +40,7 @@ from watchdog.events import (
 )
 from watchdog.observers import Observer
 
-from modelrepo.adapters.folder import FolderArtifactStore, FolderDeadLetterQueue, Refused, StillWriting
+from modelrepo.adapters.folder import TEMP_PREFIX, FolderArtifactStore, FolderDeadLetterQueue, Refused, StillWriting
 from modelrepo.errors import InsufficientStorage, InvalidInput, ModelRepoError, StoreUnavailable
 from modelrepo.events import ObjectCreated
 from modelrepo.ports import ObjectInfo
@@ -287,12 +287,15 @@ class DropFolderWatcher(FileSystemEventHandler):
                 self._pending[path] = _Pending(self._clock() + delay, state, failures=failures)
 
     def _record_safely(self, path: Path, failures: int) -> None:
-        """Nothing a record attempt raises may vanish in the pool: keep the file for a retry."""
+        """Nothing a record attempt raises may vanish in the pool unnoticed: retry a few times."""
         try:
             self._record(path, failures)
-        except Exception as error:
+        except Exception:
+            if failures + 1 >= 2 * self._attempts:
+                log.exception("giving up on %s; it is recorded on its next change, a restart or reconcile", path)
+                return
             log.exception("recording %s failed unexpectedly; it is tried again", path)
-            self._storage_failed(path, error, failures)
+            self._again_later(path, RETRY, self._retry_seconds * 2**failures, failures=failures + 1)
 
     def _record(self, path: Path, failures: int) -> None:
         """Deliver one upload, retrying a few times; then park it as a dead letter, never lose it."""
@@ -311,6 +314,8 @@ class DropFolderWatcher(FileSystemEventHandler):
             return
         if isinstance(found, StillWriting):
             self._again_later(path, WRITING, self._unclosed_quiet)
+            if path.name.startswith(TEMP_PREFIX):
+                return  # one of our own writers' temporary files, renamed into place when complete
             with self._lock:
                 first = path not in self._announced
                 self._announced.add(path)
