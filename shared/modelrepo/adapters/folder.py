@@ -14,8 +14,7 @@ written earlier and reproducible builds all produce old or equal mtimes). The st
 a ledger (`drop-folder.sqlite3`) of every file version it has *seen*, by (device, inode, size,
 mtime, ctime): the first time a version is seen it gets the next sequencer of a clock that only
 moves forward and is shared by every process on the root, so the last completed write of a path
-always has the highest sequencer. The ledger also keeps each version's digest, so a restart does
-not read every file again.
+always has the highest sequencer.
 """
 
 from __future__ import annotations
@@ -436,8 +435,8 @@ class _WriterProbe:
 # --- the ledger of seen versions -----------------------------------------------------------------
 
 _LEDGER_SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS seen (key TEXT PRIMARY KEY, version TEXT NOT NULL, "
-    "sequencer INTEGER NOT NULL, sha256 TEXT NOT NULL) WITHOUT ROWID",
+    "CREATE TABLE IF NOT EXISTS seen (key TEXT PRIMARY KEY, version TEXT NOT NULL, sequencer INTEGER NOT NULL) "
+    "WITHOUT ROWID",
     "CREATE TABLE IF NOT EXISTS clock (id INTEGER PRIMARY KEY CHECK (id = 0), last INTEGER NOT NULL)",
 )
 
@@ -456,7 +455,7 @@ class SeenLedger:
         self._clock = clock
         self._what = f"the drop folder's ledger {path}"
         self._lock = threading.Lock()
-        self._known: OrderedDict[str, tuple[Fingerprint, int, str]] = OrderedDict()
+        self._known: OrderedDict[str, tuple[Fingerprint, int]] = OrderedDict()
         try:
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -470,22 +469,22 @@ class SeenLedger:
     def _version(fingerprint: Fingerprint) -> str:
         return ":".join(str(n) for n in fingerprint)
 
-    def known(self, key: str, fingerprint: Fingerprint) -> tuple[int, str] | None:
-        """The sequencer and digest of this version of `key`, if it was seen before."""
+    def known(self, key: str, fingerprint: Fingerprint) -> int | None:
+        """The sequencer of this version of `key`, if it was seen before."""
         with self._lock:
             remembered = self._known.get(key)
             if remembered is not None and remembered[0] == fingerprint:
-                return remembered[1], remembered[2]
+                return remembered[1]
             try:
-                row = self._db.execute("SELECT version, sequencer, sha256 FROM seen WHERE key = ?", (key,)).fetchone()
+                row = self._db.execute("SELECT version, sequencer FROM seen WHERE key = ?", (key,)).fetchone()
             except sqlite3.Error as error:
                 raise _ledger_failure(error, self._what) from None
             if row is None or row[0] != self._version(fingerprint):
                 return None
-            self._remember(key, fingerprint, row[1], row[2])
-            return row[1], row[2]
+            self._remember(key, fingerprint, int(row[1]))
+            return int(row[1])
 
-    def assign(self, key: str, fingerprint: Fingerprint, digest: str, still: Callable[[], bool]) -> int | None:
+    def assign(self, key: str, fingerprint: Fingerprint, still: Callable[[], bool]) -> int | None:
         """The sequencer of this version (a new one if nobody saw it yet); None if `still()` says
         the file changed meanwhile."""
         version = self._version(fingerprint)
@@ -505,8 +504,8 @@ class SeenLedger:
                         sequencer = max((last[0] if last else 0) + 1, self._clock())
                         db.execute("INSERT OR REPLACE INTO clock (id, last) VALUES (0, ?)", (sequencer,))
                         db.execute(
-                            "INSERT OR REPLACE INTO seen (key, version, sequencer, sha256) VALUES (?, ?, ?, ?)",
-                            (key, version, sequencer, digest),
+                            "INSERT OR REPLACE INTO seen (key, version, sequencer) VALUES (?, ?, ?)",
+                            (key, version, sequencer),
                         )
                     db.execute("COMMIT")
                 except BaseException:
@@ -515,11 +514,11 @@ class SeenLedger:
                     raise
             except sqlite3.Error as error:
                 raise _ledger_failure(error, self._what) from None
-            self._remember(key, fingerprint, sequencer, digest)
+            self._remember(key, fingerprint, sequencer)
             return sequencer
 
-    def _remember(self, key: str, fingerprint: Fingerprint, sequencer: int, digest: str) -> None:
-        self._known[key] = (fingerprint, sequencer, digest)
+    def _remember(self, key: str, fingerprint: Fingerprint, sequencer: int) -> None:
+        self._known[key] = (fingerprint, sequencer)
         self._known.move_to_end(key)
         while len(self._known) > _CACHE_SIZE:
             self._known.popitem(last=False)
@@ -664,24 +663,18 @@ class FolderArtifactStore(ArtifactStore):
     def _describe(self, key: str, fd: int, stat: os.stat_result, still: Callable[[], bool]) -> ObjectInfo | None:
         """The object version open as `fd`; None if it changed while it was looked at."""
         fingerprint = _fingerprint(stat)
-        known = self._ledger.known(key, fingerprint)
-        if known is not None:
-            sequencer, digest = known
-        else:
-            with self._lock:
-                digest_hint = self._digests.get(fingerprint)
-            if digest_hint is None:
-                digest_found = self._digest_of(fd, stat.st_size)
-                if digest_found is None or _fingerprint(os.fstat(fd)) != fingerprint:
-                    return None
-                digest = digest_found
-                self._remember(fingerprint, digest)
-            else:
-                digest = digest_hint
-            assigned = self._ledger.assign(key, fingerprint, digest, still)
-            if assigned is None:
+        with self._lock:
+            digest = self._digests.get(fingerprint)
+        if digest is None:
+            digest = self._digest_of(fd, stat.st_size)
+            if digest is None or _fingerprint(os.fstat(fd)) != fingerprint:
                 return None
-            sequencer = assigned
+            self._remember(fingerprint, digest)
+        sequencer = self._ledger.known(key, fingerprint)
+        if sequencer is None:
+            sequencer = self._ledger.assign(key, fingerprint, still)
+            if sequencer is None:
+                return None
         return ObjectInfo(
             key=key,
             size=stat.st_size,
