@@ -38,6 +38,7 @@ class Served:
     process: subprocess.Popen[str]
     api_key: str | None = None
     log: deque[str] = field(default_factory=lambda: deque(maxlen=200))
+    drain: threading.Thread | None = None
 
     def request(
         self,
@@ -97,7 +98,8 @@ def start_serve(root: Path, *extra: str, api_key: str | None = None) -> Served:
         raise AssertionError(f"modelrepo serve did not start: {line}{process.stderr.read()}")
     served = Served(found.group(1), root, process, api_key)
     # Keep reading its log, or the server blocks once the pipe's buffer is full.
-    threading.Thread(target=_drain, args=(process.stderr, served.log), daemon=True).start()
+    served.drain = threading.Thread(target=_drain, args=(process.stderr, served.log), daemon=True)
+    served.drain.start()
     wait_for(lambda: served.request("GET", "/api/health").status == 200, timeout=10)
     return served
 
@@ -114,6 +116,10 @@ def stop_serve(served: Served) -> None:
     except subprocess.TimeoutExpired:
         served.process.kill()
         served.process.wait()
+    if served.drain is not None:
+        served.drain.join(timeout=10)  # it reads the log to its end
+        if not served.drain.is_alive() and served.process.stderr is not None:
+            served.process.stderr.close()
 
 
 def run_modelrepo(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

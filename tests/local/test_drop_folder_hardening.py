@@ -201,9 +201,7 @@ def test_a_live_writers_temp_file_is_never_taken_for_a_crashed_ones(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     root = tmp_path / "root"
-    writer = subprocess.Popen(
-        [sys.executable, "-c", PINNING_WRITER, str(root)], stdin=subprocess.PIPE, stderr=subprocess.PIPE
-    )
+    writer = subprocess.Popen([sys.executable, "-c", PINNING_WRITER, str(root)], stdin=subprocess.PIPE)
     try:
         assert writer.stdin is not None
         writer.stdin.write(b"x" * (1 << 20))
@@ -218,5 +216,7 @@ def test_a_live_writers_temp_file_is_never_taken_for_a_crashed_ones(
     finally:
         writer.kill()
         writer.wait()
+        assert writer.stdin is not None
+        writer.stdin.close()
     cli_json(root, capsys, "reconcile")
     assert temp_files(root) == []
