@@ -31,10 +31,12 @@ from modelrepo.errors import (
     Busy,
     Conflict,
     Gone,
+    InsufficientStorage,
     InvalidInput,
     ModelRepoError,
     NotFound,
     ObjectMissing,
+    StoreUnavailable,
     Throttled,
     Unprocessable,
 )
@@ -199,6 +201,7 @@ class ErrorAnswer:
     description: str
     detail: Callable[[Any], str] = lambda error: str(getattr(error, "detail", error))
     headers: Callable[[Any], dict[str, str]] = lambda _error: {}
+    logged: str = ""  # an operator must act (the store is full or broken): the log line says this too
 
 
 def _retry_after(error: Busy) -> dict[str, str]:
@@ -225,6 +228,19 @@ ERRORS: tuple[ErrorAnswer, ...] = (
         lambda e: f"the storage backend is busy: {e.detail}",
         lambda _e: {"Retry-After": "1"},
     ),
+    ErrorAnswer(
+        StoreUnavailable,
+        503,
+        "A store is unusable (the detail names it); see Retry-After",
+        headers=lambda _e: {"Retry-After": "30"},
+        logged="store unavailable",
+    ),
+    ErrorAnswer(
+        InsufficientStorage,
+        507,
+        "A store is out of space (the detail names it); nothing was written",
+        logged="out of space",
+    ),
 )
 # Not in the table: a pinned file missing from the registry (500, an operator must look) and any
 # other storage error (503), which are logged where they happen (`Api.handle`).
@@ -234,6 +250,8 @@ UNAUTHORIZED = (401, "Missing or wrong credentials")
 def answer_error(error: Exception) -> Response | None:
     for entry in ERRORS:
         if isinstance(error, entry.error):
+            if entry.logged:
+                log.error("%s: %s", entry.logged, entry.detail(error))
             return problem(entry.status, entry.detail(error), entry.headers(error))
     return None
 

@@ -38,6 +38,8 @@ class LocalSettings(BaseModel):
     sweep_seconds: float = Field(default=30.0, gt=0, le=3600)
     # The approval status new versions start with (MODELREPO_DEFAULT_APPROVAL).
     default_approval: ApprovalStatus = ApprovalStatus.PENDING
+    # Create a new metadata database even though the registry holds pinned bytes (`--init`).
+    init_database: bool = False
 
     @field_validator("root")
     @classmethod
@@ -101,6 +103,11 @@ class LocalSettings(BaseModel):
     @property
     def database(self) -> Path:
         return self.root / "metadata.sqlite3"
+
+    @property
+    def drop_folder_ledger(self) -> Path:
+        """The order and digest of every file version the drop folder has seen."""
+        return self.root / "drop-folder.sqlite3"
 
     def require_safe_binding(self) -> None:
         """Refuse to expose an unauthenticated API beyond this machine."""
