@@ -75,9 +75,13 @@ def build_workers(settings: LocalSettings, repository: ModelRepository) -> list[
 
 
 def build_api(settings: LocalSettings, repository: ModelRepository | None = None) -> Api:
-    """The API over a given repository (serve), or over one that projects inline (the CLI)."""
+    """The API over a given repository (serve), or over one that projects inline (the CLI).
+
+    Only the served API applies MODELREPO_ACTOR_MUST_BE_PRINCIPAL: its requests carry the name of
+    their API key. The CLI on the root itself has no key to check (it could write the files anyway)."""
     return Api(
         repository or build_repository(settings, project_inline=True),
         max_body_bytes=settings.max_body_bytes,
+        actor_must_be_principal=settings.actor_must_be_principal and repository is not None,
         dead_letters=FolderDeadLetterQueue(settings.dead_letters),
     )

@@ -20,9 +20,10 @@ class LocalRuntime:
         settings.require_safe_binding()
         self.settings = settings
         self.repository = build_repository(settings)
-        key = settings.api_key.get_secret_value() if settings.api_key else None
         try:
-            self.server = ApiServer((settings.host, settings.port), build_api(settings, self.repository), key)
+            self.server = ApiServer(
+                (settings.host, settings.port), build_api(settings, self.repository), settings.credentials
+            )
         except OSError as error:
             self.repository.close()
             raise InvalidInput(f"cannot listen on {settings.host}:{settings.port}: {error.strerror}") from None
