@@ -331,9 +331,7 @@ class Client:
         to make a retry across processes safe too.
         """
         body = {"experimentId": experiment_id, "runArtifactId": run_artifact_id, "registeredBy": registered_by}
-        body |= _metadata(description, metrics, params, signature, lineage)
-        headers = {"idempotency-key": idempotency_key or str(uuid.uuid4())}
-        return _record(models.RegisteredModel, self._json("POST", api_path("register"), body=body, headers=headers))
+        return self._register(body | _metadata(description, metrics, params, signature, lineage), idempotency_key)
 
     def register_folder(
         self,
@@ -351,7 +349,9 @@ class Client:
     ) -> RegisteredModel:
         """Register every current artifact of a run under `prefix` ('model/', or '' for all) as one version."""
         body = {"experimentId": experiment_id, "runId": run_id, "prefix": prefix, "registeredBy": registered_by}
-        body |= _metadata(description, metrics, params, signature, lineage)
+        return self._register(body | _metadata(description, metrics, params, signature, lineage), idempotency_key)
+
+    def _register(self, body: dict[str, Any], idempotency_key: str | None) -> RegisteredModel:
         headers = {"idempotency-key": idempotency_key or str(uuid.uuid4())}
         return _record(models.RegisteredModel, self._json("POST", api_path("register"), body=body, headers=headers))
 
