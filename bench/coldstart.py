@@ -75,6 +75,7 @@ TRIGGERS = {
     "SQS": "SQS message of a fresh upload",
     "Schedule": "scheduled sweep",
     "ScheduleV2": "scheduled sweep",
+    "DynamoDBStream": "stream batch of one event row (published to the bus, the index follows)",
 }
 LAUNCH = (
     "import sys; sys.path[:0] = {path!r}; "
@@ -216,6 +217,16 @@ class Function:
     timeout: int
 
 
+def _reads_a_table_stream(function: str, template: dict[str, Any]) -> bool:
+    """An event source mapping, written out in the template (not a SAM event), feeds it a table's stream."""
+    return any(
+        resource["Type"] == "AWS::Lambda::EventSourceMapping"
+        and resource["Properties"].get("FunctionName") == {"Ref": function}
+        and str(resource["Properties"].get("EventSourceArn", {}).get("Fn::GetAtt", [""])[-1]).endswith("StreamArn")
+        for resource in template["Resources"].values()
+    )
+
+
 def template_functions(build: Path) -> tuple[list[Function], dict[str, Any]]:
     """Every function of the built template, with its code and layer folders and its environment."""
     template: dict[str, Any] = yaml.safe_load((build / "template.yaml").read_text(encoding="utf-8"))
@@ -233,6 +244,8 @@ def template_functions(build: Path) -> tuple[list[Function], dict[str, Any]]:
             **resource["Properties"].get("Environment", {}).get("Variables", {}),
         }
         events = list((properties.get("Events") or {}).values())
+        if not events and _reads_a_table_stream(name, template):
+            events = [{"Type": "DynamoDBStream"}]
         functions.append(
             Function(
                 name=name,
@@ -276,7 +289,7 @@ def _resolve(value: Any, function: str, template: dict[str, Any], queues: dict[s
 
 
 def seed_aws(functions: list[Function], template: dict[str, Any], endpoint: str, rounds: int) -> AwsWorld:
-    buckets, tables, queues, uploads = [], [], [], []
+    buckets, tables, queues, buses, uploads = [], [], [], [], []
     for function in functions:
         for logical, resource in template["Resources"].items():
             name = _physical_name(function.name, logical)
@@ -289,6 +302,8 @@ def seed_aws(functions: list[Function], template: dict[str, Any], endpoint: str,
                 )
             elif resource["Type"] == "AWS::SQS::Queue":
                 queues.append(name)
+            elif resource["Type"] == "AWS::Events::EventBus":
+                buses.append(name)
     environments: dict[str, dict[str, str]] = {}
     for function in functions:
         environments[function.name] = {}
@@ -308,6 +323,7 @@ def seed_aws(functions: list[Function], template: dict[str, Any], endpoint: str,
             "buckets": buckets,
             "tables": tables,
             "queues": queues,
+            "buses": buses,
             "uploads": uploads,
         },
         _aws_credentials(),
@@ -391,6 +407,12 @@ def lambda_event(function: Function, world: AwsWorld, round_number: int) -> tupl
         return event, "sqs"
     if function.trigger in ("Schedule", "ScheduleV2"):
         return _event("eventbridge-schedule.json"), "schedule"
+    if function.trigger == "DynamoDBStream":
+        event = _event("dynamodb-stream-insert.json")
+        record = event["Records"][0]
+        record["eventID"] = uuid.uuid4().hex
+        record["dynamodb"]["SequenceNumber"] = str(10**20 + round_number)
+        return event, "stream"
     return {"Records": []}, "empty"  # a stream or queue trigger without a sample event here: an empty batch
 
 
@@ -401,8 +423,8 @@ def _check(kind: str, invocation: Invocation) -> str | None:
     answer = json.loads(invocation.body or b"null")
     if kind == "api" and (not isinstance(answer, dict) or answer.get("statusCode") != 200):
         return f"the API answered {str(answer)[:300]}"
-    if kind == "sqs" and answer != {"batchItemFailures": []}:
-        return f"the record function reported {str(answer)[:300]}"
+    if kind in ("sqs", "stream") and answer != {"batchItemFailures": []}:
+        return f"the {kind} batch reported failures: {str(answer)[:300]}"
     if kind == "schedule" and isinstance(answer, dict) and "complete" in answer and not answer["complete"]:
         return f"the sweep did not complete: {answer}"
     return None

@@ -31,13 +31,14 @@ def _report(result: dict[str, Any]) -> None:
 
 
 def seed_aws(spec: dict[str, Any]) -> dict[str, Any]:
-    """Create every bucket, table and queue named in the spec; upload the record runs' objects."""
+    """Create every bucket, table, queue and event bus named in the spec; upload the record runs' objects."""
     import boto3
 
     session = boto3.session.Session(region_name=spec["region"])
     s3 = session.client("s3", endpoint_url=spec["endpoint"])
     dynamodb = session.client("dynamodb", endpoint_url=spec["endpoint"])
     sqs = session.client("sqs", endpoint_url=spec["endpoint"])
+    events = session.client("events", endpoint_url=spec["endpoint"])
     names: dict[str, str] = {}
     for bucket in spec["buckets"]:
         s3.create_bucket(Bucket=bucket)
@@ -50,6 +51,8 @@ def seed_aws(spec: dict[str, Any]) -> dict[str, Any]:
         )
     for queue in spec["queues"]:
         names[queue] = sqs.create_queue(QueueName=queue)["QueueUrl"]
+    for bus in spec.get("buses", []):
+        events.create_event_bus(Name=bus)
     uploads = []
     for upload in spec["uploads"]:
         body = hashlib.sha256(upload["key"].encode()).digest() * (upload["size"] // 32)

@@ -43,7 +43,23 @@ def to_request(event: dict[str, Any]) -> core_api.Request:
         headers={name.lower(): value for name, value in (event.get("headers") or {}).items()},
         body=raw,
         principal=principal_of(event),
+        base_url=base_url_of(event),
     )
+
+
+def base_url_of(event: dict[str, Any]) -> str | None:
+    """Where the client reached the API: scheme and host, and the stage (or base path mapping)
+    that API Gateway strips from `path` but keeps in `requestContext.path`."""
+    headers = {name.lower(): value for name, value in (event.get("headers") or {}).items()}
+    host = headers.get("host")
+    if not host:
+        return None
+    proto = str(headers.get("x-forwarded-proto", "http")).split(",")[0].strip()
+    scheme = "https" if proto == "https" else "http"
+    path = str(event.get("path") or "")
+    full = str((event.get("requestContext") or {}).get("path") or "")
+    prefix = full[: -len(path)] if path and full.endswith(path) else ""
+    return f"{scheme}://{host}{prefix}"
 
 
 def principal_of(event: dict[str, Any]) -> str | None:

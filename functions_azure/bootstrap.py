@@ -53,7 +53,7 @@ def reset() -> None:
     with _lock:
         if _runtime is not None:
             _runtime.events.close()
-            _runtime.repository.metadata.close()
+            _runtime.repository.close()
         _runtime = None
 
 

@@ -19,7 +19,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http import HTTPStatus
-from typing import Annotated, Any, BinaryIO, Generic, Literal, Self, TypeVar, cast
+from typing import TYPE_CHECKING, Annotated, Any, BinaryIO, Generic, Literal, Self, TypeVar, cast
 from urllib.parse import quote, unquote
 
 from pydantic import AfterValidator, BaseModel, Field, ValidationError, WithJsonSchema, model_validator
@@ -31,10 +31,12 @@ from modelrepo.errors import (
     Busy,
     Conflict,
     Gone,
+    InsufficientStorage,
     InvalidInput,
     ModelRepoError,
     NotFound,
     ObjectMissing,
+    StoreUnavailable,
     Throttled,
     Unprocessable,
 )
@@ -69,11 +71,16 @@ from modelrepo.ports import DeadLetter, DeadLetterQueue, iter_chunks
 from modelrepo.service import DeploymentHistory, ModelRepository, VersionFilter, VersionMetadata
 from modelrepo.unit_of_work import principal
 
+if TYPE_CHECKING:
+    from modelrepo.mlflow_api import MlflowApi
+
 log = logging.getLogger(__name__)
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "ROUTES", "Api", "Request", "Response", "Route", "is_public"]
 
 PROBLEM_JSON = "application/problem+json"
+# Paths answered by `modelrepo.mlflow_api`: MLflow's registry API and its artifact proxy.
+MLFLOW_PREFIXES = ("/api/2.0/mlflow/", "/api/2.0/mlflow-artifacts/")
 
 
 # --- wire types ----------------------------------------------------------------------------------
@@ -89,6 +96,9 @@ class Request:
     headers: Mapping[str, str] = field(default_factory=dict)  # keys in lower case
     body: bytes = b""
     principal: str | None = None  # who the host authenticated (an IAM ARN, an API key's name), if it knows
+    # Where the client reached the API (scheme, host and any stage prefix), where the Host header alone
+    # does not say it (API Gateway's stage); links the API hands out are built on it.
+    base_url: str | None = None
 
 
 class BodyStream:
@@ -191,6 +201,7 @@ class ErrorAnswer:
     description: str
     detail: Callable[[Any], str] = lambda error: str(getattr(error, "detail", error))
     headers: Callable[[Any], dict[str, str]] = lambda _error: {}
+    logged: str = ""  # an operator must act (the store is full or broken): the log line says this too
 
 
 def _retry_after(error: Busy) -> dict[str, str]:
@@ -217,6 +228,19 @@ ERRORS: tuple[ErrorAnswer, ...] = (
         lambda e: f"the storage backend is busy: {e.detail}",
         lambda _e: {"Retry-After": "1"},
     ),
+    ErrorAnswer(
+        StoreUnavailable,
+        503,
+        "A store is unusable (the detail names it); see Retry-After",
+        headers=lambda _e: {"Retry-After": "30"},
+        logged="store unavailable",
+    ),
+    ErrorAnswer(
+        InsufficientStorage,
+        507,
+        "A store is out of space (the detail names it); nothing was written",
+        logged="out of space",
+    ),
 )
 # Not in the table: a pinned file missing from the registry (500, an operator must look) and any
 # other storage error (503), which are logged where they happen (`Api.handle`).
@@ -226,6 +250,8 @@ UNAUTHORIZED = (401, "Missing or wrong credentials")
 def answer_error(error: Exception) -> Response | None:
     for entry in ERRORS:
         if isinstance(error, entry.error):
+            if entry.logged:
+                log.error("%s: %s", entry.logged, entry.detail(error))
             return problem(entry.status, entry.detail(error), entry.headers(error))
     return None
 
@@ -565,11 +591,19 @@ class Api:
         self.max_body_bytes = max_body_bytes
         self.actor_must_be_principal = actor_must_be_principal
         self.dead_letters = dead_letters
+        self._mlflow_api: MlflowApi | None = None
 
     def handle(self, request: Request) -> Response:
         """Answer one request; its authenticated principal goes into every event and audit entry it
-        causes, and under `actor_must_be_principal` must be the actor it names."""
-        if self.actor_must_be_principal and request.principal is None and request.method.upper() != "GET":
+        causes, and under `actor_must_be_principal` must be the actor it names. MLflow's registry
+        API (`/api/2.0/mlflow/...`) is answered by `modelrepo.mlflow_api`, in MLflow's formats."""
+        mlflow = request.path.startswith(MLFLOW_PREFIXES)
+        if (
+            self.actor_must_be_principal
+            and request.principal is None
+            and request.method.upper() != "GET"
+            and not mlflow
+        ):
             public = {route.template for route in ROUTES if route.public}
             if not any(_compile(t).fullmatch(request.path) for t in public):
                 return problem(403, "this repository requires an authenticated principal for every change")
@@ -578,10 +612,17 @@ class Api:
             _ACTOR_MUST_BE.set(request.principal if self.actor_must_be_principal else None),
         )
         try:
-            return self._answer(request)
+            return self._mlflow().handle(request) if mlflow else self._answer(request)
         finally:
             _ACTOR_MUST_BE.reset(tokens[1])
             principal.reset(tokens[0])
+
+    def _mlflow(self) -> MlflowApi:
+        if self._mlflow_api is None:
+            from modelrepo.mlflow_api import MlflowApi
+
+            self._mlflow_api = MlflowApi(self)
+        return self._mlflow_api
 
     def _answer(self, request: Request) -> Response:
         try:
@@ -609,7 +650,7 @@ class Api:
             if route.method != request.method.upper():
                 allowed.append(route.method)
                 continue
-            params = {name: _decode_segment(value) for name, value in found.groupdict().items()}
+            params = {name: decode_segment(value) for name, value in found.groupdict().items()}
             return route, params
         if allowed:
             raise MethodNotAllowed(
@@ -966,7 +1007,7 @@ def _version_filter(request: Request) -> VersionFilter:
     )
 
 
-def _decode_segment(raw: str) -> str:
+def decode_segment(raw: str) -> str:
     try:
         return unquote(raw, errors="strict")
     except UnicodeDecodeError:

@@ -26,7 +26,7 @@ class Backend:
     dead_letters: DeadLetterQueue
 
     def close(self) -> None:
-        self.repository.metadata.close()
+        self.repository.close()
 
 
 def open_backend(name: str, environ: Mapping[str, str], local: LocalSettings) -> Backend:

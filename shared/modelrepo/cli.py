@@ -10,29 +10,35 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import getpass
 import json
 import logging
+import math
 import os
+import shutil
 import signal
+import stat
 import sys
+import tempfile
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from contextlib import ExitStack
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from itertools import islice
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 from modelrepo.api import describe_validation_error
 from modelrepo.backends import BACKENDS, open_backend
 from modelrepo.client import ApiError, Client, NotRecorded
+from modelrepo.commands.versions import ManifestEntry
 from modelrepo.dispatch import ParkedDelivery, parked_deliveries, retry_now
 from modelrepo.errors import InvalidInput, ModelRepoError
 from modelrepo.events import ObjectCreated
-from modelrepo.limits import DEFAULT_PAGE, parse_version
-from modelrepo.model import ArtifactKey, Lineage
+from modelrepo.limits import DEFAULT_PAGE, MAX_PAGE, MAX_VERSION_FILES, parse_version
+from modelrepo.model import ArtifactKey, Lineage, RegisteredModel, RunArtifact
 from modelrepo.ports import DeadLetter
 from modelrepo.recovery import Reconciler, replay_dead_letters
 from modelrepo.settings import LocalSettings
@@ -45,6 +51,13 @@ PROGRESS_THRESHOLD_BYTES = 8 * 1024 * 1024
 
 class CommandFailed(Exception):
     """Ends the command with a one-line reason and a non-zero exit code."""
+
+
+class BadArgument(CommandFailed):
+    """An argument is wrong in itself: one line, and argparse's exit code for usage errors (2)."""
+
+
+USAGE_ERROR = 2
 
 
 # --- commands ------------------------------------------------------------------------------------
@@ -154,8 +167,6 @@ def run_command(args: argparse.Namespace, client: Client, show: Printer) -> None
 
 def _events(client: Client, args: argparse.Namespace, show: Printer) -> None:
     """An experiment's (or a run's) events after a sequence; with --follow, keep polling for new ones."""
-    if args.after < 0:
-        raise CommandFailed("--after must be 0 or a sequence number")
     after = args.after
 
     def since(position: int) -> list[dict[str, Any]]:
@@ -188,13 +199,9 @@ def run_operator_command(
     """Commands that work on the storage itself, locally or in a cloud, never through the API."""
     if settings.url:
         raise CommandFailed(f"{args.command} works on the storage directly: choose it with --backend, not --url")
-    if args.command != "reconcile" and not 1 <= args.limit <= 1000:
-        raise CommandFailed("--limit must be from 1 to 1000")
     backend = open_backend(args.backend, environ, settings)
     try:
         if args.command == "reconcile":
-            if args.budget is not None and args.budget <= 0:
-                raise CommandFailed("--budget must be a positive number of seconds")
             show(Reconciler(backend.repository).run(budget_seconds=args.budget).to_json(), "sweep")
         elif args.command == "dead-letters":
             letters = [_letter_row(letter) for letter in backend.dead_letters.peek(args.limit)]
@@ -241,7 +248,7 @@ def _version_number(raw: str) -> int | None:
     try:
         return parse_version(raw)
     except InvalidInput as error:
-        raise CommandFailed(f"{error.detail}, `latest` or @<target>") from None
+        raise BadArgument(f"{error.detail}, `latest` or @<target>") from None
 
 
 def _by(args: argparse.Namespace) -> str:
@@ -286,19 +293,30 @@ def _metadata_arguments(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _download(client: Client, experiment: str, version: str, dest: Path, force: bool) -> dict[str, Any]:
-    with client.download(experiment, version) as download:
+    model = client.model(experiment, version)  # also resolves latest and @target
+    if model.files is not None:
+        return _download_folder(client, model, dest, force)
+    with client.download(experiment, model.version) as download:
         name = download.filename or f"{experiment}-v{version}.bin"
         target = dest / name if dest.is_dir() else dest
-        if target.exists() and not force:
-            raise CommandFailed(f"{target} exists; pass --force to replace it")
-        temp = target.with_name(f".{target.name}.download-{os.getpid()}")
+        _check_replaceable(target, force)
+        try:
+            # O_EXCL|O_NOFOLLOW at an unpredictable name: nothing planted beside DEST redirects the write.
+            fd, temp_name = tempfile.mkstemp(prefix=".modelrepo-download-", dir=target.parent)
+        except OSError as error:
+            raise CommandFailed(f"cannot write {target}: {error.strerror}") from None
+        temp = Path(temp_name)
         size = 0
         try:
-            with temp.open("wb") as out:
+            with os.fdopen(fd, "wb") as out:
+                os.fchmod(out.fileno(), 0o666 & ~_umask())  # mkstemp's 0600, as any new file would be
                 for chunk in download:  # the client checks the sha256 before the loop ends
                     out.write(chunk)
                     size += len(chunk)
-            os.replace(temp, target)
+                out.flush()
+                os.fsync(out.fileno())
+            _check_replaceable(target, force)
+            _move_into_place(temp, target, force)
         except OSError as error:
             raise CommandFailed(f"cannot write {target}: {error.strerror}") from None
         finally:
@@ -306,19 +324,154 @@ def _download(client: Client, experiment: str, version: str, dest: Path, force: 
     return {"path": str(target), "size": size, "sha256": download.sha256}
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _check_replaceable(target: Path, force: bool) -> None:
+    """Only a regular file is ever replaced, and only with --force."""
+    try:
+        found = os.lstat(target)
+    except FileNotFoundError:
+        return
+    if stat.S_ISLNK(found.st_mode):
+        raise BadArgument(f"{target} is a symbolic link; DEST must be a regular file or a folder")
+    if not stat.S_ISREG(found.st_mode):
+        raise BadArgument(
+            f"{target} is not a regular file (a FIFO, device or socket?); DEST must be a regular file or a folder"
+        )
+    if not force:
+        raise CommandFailed(f"{target} exists; pass --force to replace it")
+
+
+def _move_into_place(temp: Path, target: Path, force: bool) -> None:
+    """Without --force, never replace what appeared at `target` meanwhile (link fails if it exists)."""
+    if force:
+        os.replace(temp, target)
+        return
+    try:
+        os.link(temp, target)
+    except FileExistsError:
+        raise CommandFailed(f"{target} exists; pass --force to replace it") from None
+    except OSError as error:
+        if error.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+            raise
+        os.replace(temp, target)  # a file system without hard links: the check above has to do
+
+
+def _download_folder(client: Client, model: RegisteredModel, dest: Path, force: bool) -> dict[str, Any]:
+    """A folder version written as a folder: every file fetched (in parallel) and checked against its
+    digest into a temporary folder beside the target, which then takes the target's place whole."""
+    entries = client.files(model.experiment_id, model.version)
+    for entry in entries:
+        _check_relative(entry.path)
+    target = dest / f"{model.experiment_id}-v{model.version}" if dest.is_dir() else dest
+    if target.exists() and not force:
+        raise CommandFailed(f"{target} exists; pass --force to replace it")
+    try:
+        temp = Path(tempfile.mkdtemp(prefix=".modelrepo-download-", dir=target.parent))
+    except OSError as error:
+        raise CommandFailed(f"cannot write {target}: {error.strerror}") from None
+
+    def fetch(entry: ManifestEntry, advance: Callable[[int], None]) -> None:
+        path = temp.joinpath(*entry.path.split("/"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with client.download_file(model.experiment_id, model.version, entry.path) as download, path.open("wb") as out:
+            for chunk in download:  # the client checks the sha256 before the loop ends
+                out.write(chunk)
+                advance(len(chunk))
+        if download.sha256 != entry.sha256 or path.stat().st_size != entry.size:
+            raise CommandFailed(f"{entry.path} does not match the version's manifest (sha256 and size)")
+
+    try:
+        with _progress(f"downloading {model.experiment_id} v{model.version}", model.size, quiet=False) as advance:
+            _in_parallel(lambda entry: fetch(entry, advance), entries)
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        elif target.exists() or target.is_symlink():
+            target.unlink()
+        os.replace(temp, target)
+    except OSError as error:
+        raise CommandFailed(f"cannot write {target}: {error.strerror or error}") from None
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+    return {"path": str(target), "size": model.size, "sha256": model.sha256, "files": len(entries)}
+
+
+def _check_relative(path: str) -> None:
+    """A manifest path may only name a place inside the folder being written."""
+    segments = path.split("/")
+    if not path or path.startswith("/") or "\\" in path or any(s in ("", ".", "..") for s in segments):
+        raise CommandFailed(f"the version lists a file {path!r} that would land outside the folder; not written")
+
+
+T = TypeVar("T")
+R = TypeVar("R")
+PARALLEL_TRANSFERS = 4
+
+
+def _in_parallel(work: Callable[[T], R], items: Sequence[T]) -> list[R]:
+    """`work` on every item, a few at a time; the first failure is raised once all have stopped."""
+    with ThreadPoolExecutor(max_workers=PARALLEL_TRANSFERS) as pool:
+        return list(pool.map(work, items))
+
+
+@contextlib.contextmanager
+def _progress(what: str, total: int, *, quiet: bool) -> Iterator[Callable[[int], None]]:
+    """A rich progress bar on a terminal for large transfers; elsewhere a callback that does nothing."""
+    if total < PROGRESS_THRESHOLD_BYTES or quiet or not sys.stderr.isatty():
+        yield lambda _n: None
+        return
+    from rich.progress import Progress
+
+    with Progress(transient=True) as progress:
+        task = progress.add_task(what, total=total)
+        yield lambda n: progress.advance(task, n)  # rich's advance is safe from the transfer threads
+
+
+def _folder_files(experiment: str, run: str, folder: Path, name: str | None) -> list[tuple[Path, str]]:
+    """Every file under `folder` and the key it goes to, `<experiment>/<run>/<name>/<relative path>`;
+    all checked before anything is written."""
+    files: list[tuple[Path, str]] = []
+    base = name or folder.resolve().name
+    for directory, folders, names in os.walk(folder):  # symbolic links to folders are not followed
+        folders.sort()
+        for file_name in sorted(names):
+            path = Path(directory) / file_name
+            if not path.is_file():
+                continue
+            relative = path.relative_to(folder).as_posix()
+            where = ArtifactKey(experiment, run, f"{base}/{relative}")
+            try:
+                ArtifactKey.parse(where.key)
+            except InvalidInput as error:
+                raise CommandFailed(f"{path}: {error.detail}; nothing was uploaded") from None
+            files.append((path, where.key))
+    if not files:
+        raise CommandFailed(f"{folder} holds no files")
+    if len(files) > MAX_VERSION_FILES:
+        raise CommandFailed(f"{folder} holds {len(files)} files; a version holds at most {MAX_VERSION_FILES}")
+    return files
+
+
 def upload(
     settings: LocalSettings, experiment: str, run: str, source: Path, name: str | None, show: Printer, quiet: bool
 ) -> None:
-    """Put a file into the drop folder atomically and record it right away."""
+    """Put a file into the drop folder atomically and record it right away; a folder, file by file."""
     from modelrepo.local.bootstrap import build_repository
 
     if settings.url:
         raise CommandFailed("upload writes into the bucket directly: run it where the root is, without --url")
+    if source.is_dir():
+        _upload_folder(settings, _folder_files(experiment, run, source, name), show, quiet)
+        return
     where = ArtifactKey(experiment, run, name or source.name)
     try:
         ArtifactKey.parse(where.key)
     except InvalidInput as error:
-        raise CommandFailed(error.detail) from None
+        raise BadArgument(error.detail) from None
     if not source.is_file():
         raise CommandFailed(f"{source} is not a readable file")
     repository = build_repository(settings, project_inline=True)
@@ -335,10 +488,39 @@ def upload(
                 info = repository.artifacts.put(where.key, data)
         result = repository.record_artifact(ObjectCreated.from_object(info, f"cli:{getpass.getuser()}"))
     finally:
-        repository.metadata.close()
+        repository.close()
     if result.artifact is None:
         raise CommandFailed(f"{where.key} was not recorded: {result.outcome}")
     show(result.artifact.to_json(), "artifact")
+
+
+def _upload_folder(settings: LocalSettings, files: list[tuple[Path, str]], show: Printer, quiet: bool) -> None:
+    """Each file into the drop folder atomically (written beside, renamed into place) and recorded,
+    a few at a time; the run's artifacts are printed once all are recorded."""
+    from modelrepo.local.bootstrap import build_repository
+
+    repository = build_repository(settings, project_inline=True)
+    actor = f"cli:{getpass.getuser()}"
+
+    def put(item: tuple[Path, str], advance: Callable[[int], None]) -> RunArtifact:
+        path, key = item
+        try:
+            with path.open("rb") as data:
+                info = repository.artifacts.put(key, data, progress=advance)
+        except OSError as error:
+            raise CommandFailed(f"cannot read {path}: {error.strerror}") from None
+        result = repository.record_artifact(ObjectCreated.from_object(info, actor))
+        if result.artifact is None:
+            raise CommandFailed(f"{key} was not recorded: {result.outcome}")
+        return result.artifact
+
+    total = sum(path.stat().st_size for path, _ in files)
+    try:
+        with _progress(f"uploading {len(files)} files", total, quiet=quiet) as advance:
+            artifacts = _in_parallel(lambda item: put(item, advance), files)
+    finally:
+        repository.close()
+    show([artifact.to_json() for artifact in artifacts], "artifact")
 
 
 def upload_to_cloud(profile: Profile, args: argparse.Namespace, environ: Mapping[str, str], show: Printer) -> None:
@@ -346,39 +528,67 @@ def upload_to_cloud(profile: Profile, args: argparse.Namespace, environ: Mapping
     from modelrepo.client.uploads import upload_file
 
     source: Path = args.path
-    where = ArtifactKey(args.experiment, args.run, args.name or source.name)
-    try:
-        ArtifactKey.parse(where.key)
-    except InvalidInput as error:
-        raise CommandFailed(error.detail) from None
-    if not source.is_file():
-        raise CommandFailed(f"{source} is not a readable file")
+    if source.is_dir():
+        files = _folder_files(args.experiment, args.run, source, args.name)
+    else:
+        where = ArtifactKey(args.experiment, args.run, args.name or source.name)
+        try:
+            ArtifactKey.parse(where.key)
+        except InvalidInput as error:
+            raise CommandFailed(error.detail) from None
+        if not source.is_file():
+            raise CommandFailed(f"{source} is not a readable file")
+        files = [(source, where.key)]
     if not args.timeout > 0:
         raise CommandFailed("--timeout must be a positive number of seconds")
-    with ExitStack() as progress_bar:
-        progress: Callable[[int], None] | None = None
-        size = source.stat().st_size
-        if size >= PROGRESS_THRESHOLD_BYTES and not args.json and sys.stderr.isatty():
-            from rich.progress import Progress
-
-            bar = progress_bar.enter_context(Progress(transient=True))
-            task = bar.add_task(f"uploading {source.name}", total=size)
-            progress = lambda n: bar.advance(task, n)  # noqa: E731 - called from the transfer's threads
-        uploaded = upload_file(profile, source, where.key, environ=environ, progress=progress)
+    total = sum(path.stat().st_size for path, _ in files)
+    with _progress(f"uploading {source.name}", total, quiet=args.json) as advance:
+        uploads = _in_parallel(
+            lambda item: upload_file(profile, item[0], item[1], environ=environ, progress=advance), files
+        )
     if args.no_wait:
-        show(uploaded.to_json(), "uploaded")
+        show(uploads[0].to_json() if not source.is_dir() else [u.to_json() for u in uploads], "uploaded")
         return
     from modelrepo.client.config import connect
 
+    artifacts: list[RunArtifact] = []
     with connect(profile) as client:
-        try:
-            artifact = client.wait_for_artifact(where.key, uploaded.etag, timeout=args.timeout)
-        except NotRecorded as error:
-            raise CommandFailed(
-                f"{error.detail}; its upload event may be delayed or dead-lettered: "
-                f"see `modelrepo dead-letters --backend {profile.cloud}`"
-            ) from None
-    show(artifact.to_json(), "artifact")
+        for uploaded in uploads:
+            try:
+                artifacts.append(client.wait_for_artifact(uploaded.key, uploaded.etag, timeout=args.timeout))
+            except NotRecorded as error:
+                raise CommandFailed(
+                    f"{error.detail}; its upload event may be delayed or dead-lettered: "
+                    f"see `modelrepo dead-letters --backend {profile.cloud}`"
+                ) from None
+    show(artifacts[0].to_json() if not source.is_dir() else [a.to_json() for a in artifacts], "artifact")
+
+
+def check(settings: LocalSettings) -> dict[str, Any]:
+    """`modelrepo check`: the metadata database's integrity check and every pinned file's digest.
+
+    Read-only, and usable on a broken root (that is when it is needed): nothing is created."""
+    from modelrepo.adapters.folder import stale_temp_files, verify_pinned
+    from modelrepo.adapters.sqlite import SqliteMetadataStore
+
+    if settings.url:
+        raise CommandFailed("check reads the repository's files: run it where the root is, without --url")
+    if not settings.root.is_dir():
+        raise CommandFailed(f"{settings.root} is not a modelrepo root (no such folder)")
+    database = SqliteMetadataStore.integrity(settings.database)
+    checked, problems = 0, []
+    for path, problem in verify_pinned(settings.registry):
+        checked += 1
+        if problem is not None:
+            problems.append(f"{path}: {problem}")
+    return {
+        "database": "; ".join(database) if database else "ok",
+        "pinnedFiles": checked,
+        "pinnedBad": len(problems),
+        "problems": [f"{settings.database}: {p}" for p in database] + problems,
+        "staleTempFiles": len(stale_temp_files(settings.registry)),
+        "ok": not database and not problems,
+    }
 
 
 def configure(args: argparse.Namespace, settings: LocalSettings, environ: Mapping[str, str], show: Printer) -> None:
@@ -490,6 +700,14 @@ VIEWS: dict[str, tuple[tuple[str, str], ...]] = {
         ("released", "released"),
         ("complete", "complete"),
     ),
+    "problem": (("problem", "problem"),),
+    "check": (
+        ("database", "database"),
+        ("pinnedFiles", "pinned files"),
+        ("pinnedBad", "bad"),
+        ("staleTempFiles", "stale temp files"),
+        ("ok", "ok"),
+    ),
     "letter": (
         ("handle", "dead letter"),
         ("source", "source"),
@@ -549,6 +767,50 @@ def print_json(payload: Any, view: str) -> None:
 STATUSES = ("pending", "approved", "rejected")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its usage errors on one line: `modelrepo: error: …`, exit code 2 (its own)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(USAGE_ERROR, f"modelrepo: error: {message} (see '{self.prog} --help')\n")
+
+
+def _version_arg(raw: str) -> str:
+    """A version as the API's routes take it: a number (ASCII digits, no leading zero), latest or @target."""
+    try:
+        _version_number(raw)
+    except BadArgument as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return raw
+
+
+def _limit(raw: str) -> int:
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_PAGE:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a number from 1 to {MAX_PAGE}")
+    return int(raw)
+
+
+def _port(raw: str) -> int:
+    if not (raw.isascii() and raw.isdigit()) or not 0 <= int(raw) <= 65535:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a port number (0-65535)")
+    return int(raw)
+
+
+def _seconds(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a positive number of seconds")
+    return value
+
+
+def _sequence(raw: str) -> int:
+    if not (raw.isascii() and raw.isdigit()):
+        raise argparse.ArgumentTypeError(f"{raw!r} is not 0 or a sequence number")
+    return int(raw)
+
+
 def _metadata_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metric", action="append", metavar="NAME=NUMBER", help="repeatable")
     parser.add_argument("--param", action="append", metavar="NAME=VALUE", help="repeatable")
@@ -559,7 +821,7 @@ def _metadata_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument(
         "--root", help="local repository folder (default: $MODELREPO_ROOT or ~/.mlops/model-repository)"
     )
@@ -568,7 +830,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--profile", help="talk to a configured deployment (see `modelrepo configure`; default: $MODELREPO_PROFILE)"
     )
     common.add_argument("--json", action="store_true", help="print JSON for scripts")
-    parser = argparse.ArgumentParser(prog="modelrepo", description="A versioned model repository.", parents=[common])
+    common.add_argument(
+        "--init",
+        action="store_true",
+        help="create a new, empty metadata database even though registry/ holds pinned bytes "
+        "(after metadata.sqlite3 was lost for good; versions start again at 1)",
+    )
+    parser = _Parser(prog="modelrepo", description="A versioned model repository.", parents=[common])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, help_text: str) -> argparse.ArgumentParser:
@@ -576,7 +844,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = command("serve", "run the local runtime: drop-folder watcher + HTTP API")
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=7071)
+    serve.add_argument("--port", type=_port, default=7071)
     serve.add_argument("--verbose", action="store_true")
     serve.add_argument(
         "--webhook",
@@ -586,18 +854,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="POST every event to URL (Standard Webhooks, signed with $MODELREPO_WEBHOOK_SECRET); repeatable",
     )
 
-    up = command("upload", "put a file into the bucket and record it")
+    up = command("upload", "put a file, or a folder's files, into the bucket and record them")
     up.add_argument("experiment")
     up.add_argument("run")
-    up.add_argument("path", type=Path)
-    up.add_argument("--name", help="artifact name, may contain '/' (default: the file's name)")
+    up.add_argument("path", type=Path, help="a file, or a folder (its files go under <name>/)")
+    up.add_argument("--name", help="artifact name, may contain '/' (default: the file's or folder's name)")
     up.add_argument("--no-wait", action="store_true", help="with --profile: do not wait until the upload is recorded")
     up.add_argument(
-        "--timeout", type=float, default=120.0, help="with --profile: seconds to wait until it is recorded (120)"
+        "--timeout", type=_seconds, default=120.0, help="with --profile: seconds to wait until it is recorded (120)"
     )
 
     command("artifacts", "list a run's artifacts").add_argument("run")
-    command("rejections", "list uploads that could not be recorded").add_argument("--limit", type=int, default=100)
+    command("rejections", "list uploads that could not be recorded").add_argument("--limit", type=_limit, default=100)
 
     reg = command("register", "register a run artifact as the experiment's next version")
     reg.add_argument("experiment")
@@ -609,7 +877,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     versions = command("versions", "list an experiment's versions, newest first")
     versions.add_argument("experiment")
-    versions.add_argument("--limit", type=int, default=50)
+    versions.add_argument("--limit", type=_limit, default=50)
     versions.add_argument("--status", choices=STATUSES, help="only versions with this approval")
     versions.add_argument("--tag", action="append", metavar="KEY=VALUE", help="only versions with this tag")
     versions.add_argument("--archived", action="store_true", help="show archived versions too")
@@ -617,7 +885,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     experiments = command("experiments", "list the experiments (models)")
     experiments.add_argument("--prefix", help="only ids starting with this")
-    experiments.add_argument("--limit", type=int, default=100)
+    experiments.add_argument("--limit", type=_limit, default=100)
 
     describe = command("describe", "show an experiment, or set its description with --set")
     describe.add_argument("experiment")
@@ -627,7 +895,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, what in (("approve", "approve a version"), ("reject", "reject a version")):
         decide = command(name, what)
         decide.add_argument("experiment")
-        decide.add_argument("version", help="a number, latest, or @target")
+        decide.add_argument("version", type=_version_arg, help="a number, latest, or @target")
         decide.add_argument("--by", required=True)
         decide.add_argument("--comment")
 
@@ -637,18 +905,18 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         lifecycle = command(name, what)
         lifecycle.add_argument("experiment")
-        lifecycle.add_argument("version", help="a number, latest, or @target")
+        lifecycle.add_argument("version", type=_version_arg, help="a number, latest, or @target")
         lifecycle.add_argument("--by", required=True)
 
     delete = command("delete", "delete a version (a tombstone; its bytes are released)")
     delete.add_argument("experiment")
-    delete.add_argument("version", help="a number, latest, or @target")
+    delete.add_argument("version", type=_version_arg, help="a number, latest, or @target")
     delete.add_argument("--by", required=True)
     delete.add_argument("--reason")
 
     update = command("update", "update a version's metadata (metrics, params, signature: once)")
     update.add_argument("experiment")
-    update.add_argument("version", help="a number, latest, or @target")
+    update.add_argument("version", type=_version_arg, help="a number, latest, or @target")
     update.add_argument("--by", required=True)
     update.add_argument("--description")
     _metadata_options(update)
@@ -656,7 +924,7 @@ def build_parser() -> argparse.ArgumentParser:
     search = command("search", "versions of every experiment by tag and approval")
     search.add_argument("--tag", action="append", metavar="KEY=VALUE")
     search.add_argument("--status", choices=STATUSES)
-    search.add_argument("--limit", type=int, default=100)
+    search.add_argument("--limit", type=_limit, default=100)
 
     target = command("target", "show a target's rules, or require approval there")
     target.add_argument("experiment")
@@ -668,24 +936,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     show = command("show", "show one version (a number, latest, or @target)")
     show.add_argument("experiment")
-    show.add_argument("version")
+    show.add_argument("version", type=_version_arg)
 
     tag = command("tag", "set a tag on a version")
     tag.add_argument("experiment")
-    tag.add_argument("version")
+    tag.add_argument("version", type=_version_arg)
     tag.add_argument("key")
     tag.add_argument("value")
     tag.add_argument("--by", required=True)
 
     untag = command("untag", "remove a tag from a version")
     untag.add_argument("experiment")
-    untag.add_argument("version")
+    untag.add_argument("version", type=_version_arg)
     untag.add_argument("key")
     untag.add_argument("--by", required=True)
 
     deploy = command("deploy", "deploy a version to a target")
     deploy.add_argument("experiment")
-    deploy.add_argument("version")
+    deploy.add_argument("version", type=_version_arg)
     deploy.add_argument("target")
     deploy.add_argument("--by", required=True)
 
@@ -700,26 +968,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     audit = command("audit", "an experiment's audit trail")
     audit.add_argument("experiment")
-    audit.add_argument("--limit", type=int, default=100)
+    audit.add_argument("--limit", type=_limit, default=100)
 
     reconcile = command("reconcile", "record objects the events missed; flag records whose object vanished")
     reconcile.add_argument("--backend", default="local", choices=BACKENDS)
-    reconcile.add_argument("--budget", type=float, help="stop after this many seconds; the next run resumes")
+    reconcile.add_argument("--budget", type=_seconds, help="stop after this many seconds; the next run resumes")
 
     letters = command("dead-letters", "list upload notifications that were given up on")
     letters.add_argument("--backend", default="local", choices=BACKENDS)
-    letters.add_argument("--limit", type=int, default=100)
+    letters.add_argument("--limit", type=_limit, default=100)
 
     replay = command("replay", "record the uploads of dead letters again, removing those that succeed")
     replay.add_argument("--backend", default="local", choices=BACKENDS)
-    replay.add_argument("--limit", type=int, default=100)
+    replay.add_argument("--limit", type=_limit, default=100)
 
     events = command("events", "an experiment's events (CloudEvents), oldest first")
     events.add_argument("experiment", nargs="?", help="the experiment (or give --run)")
     events.add_argument("--run", help="a run's upload events instead")
-    events.add_argument("--after", type=int, default=0, help="start after this sequence number")
+    events.add_argument("--after", type=_sequence, default=0, help="start after this sequence number")
     events.add_argument("--follow", action="store_true", help="keep waiting for new events (Ctrl-C stops)")
-    events.add_argument("--poll", type=float, default=1.0, help=argparse.SUPPRESS)
+    events.add_argument("--poll", type=_seconds, default=1.0, help=argparse.SUPPRESS)
     configure_ = command("configure", "write a profile for a service or a deployed stack (--profile NAME)")
     kinds = configure_.add_subparsers(dest="kind", required=True, metavar="KIND")
     local = kinds.add_parser(
@@ -741,16 +1009,23 @@ def build_parser() -> argparse.ArgumentParser:
     azure.add_argument("--entra-app-id", help="authenticate with Entra tokens for this app registration")
     azure.add_argument("--scope", help="the token scope (default: api://<entra-app-id>/.default)")
 
-    download = command("download", "download a version's pinned bytes")
+    command("check", "check the metadata database's integrity and every pinned file's digest")
+
+    download = command("download", "download a version's pinned bytes (a folder version as a folder)")
     download.add_argument("experiment")
-    download.add_argument("version")
-    download.add_argument("dest", help="a file, or a folder to save under the artifact's name")
-    download.add_argument("--force", action="store_true", help="replace an existing file")
+    download.add_argument("version", type=_version_arg)
+    download.add_argument(
+        "dest", help="a file (a folder for a folder version), or an existing folder to save it in under its name"
+    )
+    download.add_argument("--force", action="store_true", help="replace an existing regular file (or folder)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as stop:  # usage errors (one line, 2) and --help (0): an exit code, like the rest
+        return stop.code if isinstance(stop.code, int) else USAGE_ERROR
     show: Printer = print_json if args.json else print_table
     env = os.environ if environ is None else environ
     try:
@@ -761,6 +1036,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             host=getattr(args, "host", None),
             port=getattr(args, "port", None),
             webhooks=tuple(getattr(args, "webhook", ())) or None,
+            init_database=args.init or None,
         )
         if args.command == "serve":
             return _serve(settings, args.verbose)
@@ -768,7 +1044,13 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             configure(args, settings, env, show)
             return 0
         if args.command == "events" and not (args.experiment or args.run):
-            raise CommandFailed("name an experiment, or a run with --run")
+            raise BadArgument("name an experiment, or a run with --run")
+        if args.command == "check":
+            report = check(settings)
+            show(report, "check")
+            if report["problems"] and not args.json:
+                show([{"problem": problem} for problem in report["problems"]], "problem")
+            return 0 if report["ok"] else 1
         if args.command in OPERATOR_COMMANDS:
             if args.profile:
                 raise CommandFailed(f"{args.command} works on the storage directly: choose it with --backend")
@@ -793,14 +1075,15 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             try:
                 run_command(args, Client.in_process(api), show)
             finally:
-                api.repository.metadata.close()
+                api.repository.close()
         return 0
     except (CommandFailed, ModelRepoError) as error:
         detail = error.detail if isinstance(error, ModelRepoError) else str(error)
         if isinstance(error, ApiError):
             detail = f"{detail} (HTTP {error.status})"
         print(f"modelrepo: error: {detail}", file=sys.stderr)
-        return 1
+        usage = isinstance(error, BadArgument) or (isinstance(error, ApiError) and error.status == 400)
+        return USAGE_ERROR if usage else 1
     except KeyboardInterrupt:
         return 130
 

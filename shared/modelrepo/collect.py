@@ -8,6 +8,9 @@ A lease closes that gap:
 - A registration writes the digest's lease row (`pins` partition, `lease~<digest>`, with the time)
   before it makes sure the bytes are in the registry, and commits its version within half the
   lease (checked just before its transaction; else it answers Busy and the client retries).
+  A lease row younger than a quarter of the lease is shared instead of rewritten: a registration
+  that reads it is bound by that row's time exactly as if it had written it (the collector judges
+  only the row's time), and hosts registering one artifact together do not all race for one row.
 - The collector (mark and sweep, in the reconcile sweep) notes the time it starts, collects the
   digests of every version not deleted, and for each registry digest outside that set whose lease
   is older than the lease length, first claims the lease row (a guarded write that fails if a
@@ -36,6 +39,8 @@ LEASE_PREFIX = "lease~"
 LEASE = timedelta(hours=1)
 # A claim older than this was left by a collector that died mid-release: a registration finishes it.
 ABANDONED = timedelta(minutes=10)
+# A lease this young is shared as it is: at least a quarter of the lease is left to commit within.
+SHARED = 4
 
 
 class CollectReport(Record):
@@ -49,8 +54,15 @@ def lease_row(digest: str) -> str:
     return LEASE_PREFIX + digest
 
 
+def is_fresh(leased_at: datetime, now: datetime) -> bool:
+    """Whether a lease taken at `leased_at` may be shared by a registration starting `now`."""
+    return timedelta(0) <= now - leased_at < LEASE / SHARED
+
+
 def lease(ctx: Context, digest: str) -> datetime:
-    """Lease a digest for a registration about to pin it; waits while the collector releases it."""
+    """Lease a digest for a registration about to pin it; waits while the collector releases it.
+
+    Returns the lease's time, which bounds when the registration may commit (`check_lease`)."""
     row = lease_row(digest)
     for _ in ctx.retry.attempts(f"leasing pinned bytes {digest[:12]}"):
         current = ctx.metadata.get(PINS_PARTITION, row)
@@ -61,6 +73,8 @@ def lease(ctx: Context, digest: str) -> datetime:
                 with contextlib.suppress(ConditionFailed, Throttled, OutcomeUnknown):
                     ctx.metadata.transact([Delete(PINS_PARTITION, row, if_match=current.etag)])
             continue  # being released: once it is gone, pin the bytes anew
+        if current is not None and is_fresh(leased_at := datetime.fromisoformat(current.data["at"]), now):
+            return leased_at
         document = {"at": rfc3339(now)}
         try:
             ctx.metadata.transact([Put.over(current, PINS_PARTITION, row, document)])

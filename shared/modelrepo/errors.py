@@ -74,3 +74,13 @@ class ObjectMissing(StorageError):
 
 class ObjectChanged(StorageError):
     """The object exists but is not the version the caller asked for (ETag mismatch)."""
+
+
+class InsufficientStorage(StorageError):
+    """A store ran out of space (ENOSPC, SQLITE_FULL): nothing was written; retrying helps only
+    once space returns, so it is answered (507) instead of retried against a deadline."""
+
+
+class StoreUnavailable(StorageError):
+    """A store cannot be used at all: corrupt, read-only, immutable, deleted or missing. Retrying
+    does not help until an operator repairs it; the detail names the store."""

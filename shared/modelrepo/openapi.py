@@ -31,10 +31,13 @@ IF_NONE_MATCH = Param("If-None-Match", "header", {"type": "string"}, description
 
 
 def _descriptions() -> dict[int, str]:
-    described = {UNAUTHORIZED[0]: UNAUTHORIZED[1]}
+    """Each status once; where several errors share one (503: busy, or a store unusable), all of them."""
+    described: dict[int, list[str]] = {UNAUTHORIZED[0]: [UNAUTHORIZED[1]]}
     for entry in ERRORS:
-        described.setdefault(entry.status, entry.description)
-    return described
+        seen = described.setdefault(entry.status, [])
+        if entry.description not in seen:
+            seen.append(entry.description)
+    return {status: "; or ".join(texts) for status, texts in described.items()}
 
 
 Refs = dict[tuple[Any, JsonSchemaMode], Any]

@@ -150,6 +150,9 @@ class ObjectListing:
 class ArtifactStore(ABC):
     """The uploads bucket and the registry area where registered bytes are pinned."""
 
+    def close(self) -> None:  # noqa: B027 - optional hook, not every store holds files open
+        """Release held files or connections; the default holds none."""
+
     @abstractmethod
     def head(self, key: str) -> ObjectInfo | None:
         """The current version of an uploaded object, or None."""

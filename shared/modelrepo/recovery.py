@@ -11,6 +11,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from datetime import datetime
+from typing import Protocol, runtime_checkable
 
 from modelrepo import tables
 from modelrepo.collect import collect
@@ -28,6 +29,13 @@ log = logging.getLogger(__name__)
 SWEEP_ROW = "reconcile"
 OBJECTS, RECORDS = "objects", "records"
 ACTOR = "reconcile"
+
+
+@runtime_checkable
+class LeavesTempFiles(Protocol):
+    """A store whose writers keep temporary files that a crash can leave behind (the folder store)."""
+
+    def remove_stale_temp_files(self) -> int: ...
 
 
 class SweepReport(Record):
@@ -70,6 +78,8 @@ class Reconciler:
         deadline = None if budget_seconds is None else self._clock() + budget_seconds
         counts: Counter[str] = Counter()
         phase, after = self._position()
+        if phase == OBJECTS and after is None:
+            self._tidy()
         while deadline is None or self._clock() < deadline:
             if phase == OBJECTS:
                 after = self._objects_page(after, counts)
@@ -84,6 +94,14 @@ class Reconciler:
                     return SweepReport(**counts, complete=True)
             self._save(phase, after)
         return SweepReport(**counts)
+
+    def _tidy(self) -> None:
+        """A sweep from the start also removes what crashed writers left (a partial pin, say)."""
+        store = self.repository.artifacts
+        if isinstance(store, LeavesTempFiles):
+            removed = store.remove_stale_temp_files()
+            if removed:
+                log.info("reconcile removed %d temporary file(s) left by crashed writers", removed)
 
     def _position(self) -> tuple[str, str | None]:
         item = self.repository.metadata.get(tables.SWEEPS_PARTITION, SWEEP_ROW)

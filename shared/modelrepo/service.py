@@ -68,6 +68,13 @@ class ModelRepository:
     def retry_policy(self) -> RetryPolicy:
         return self.context.retry
 
+    def close(self) -> None:
+        """Release both stores' connections and files (the folder store's ledger, SQLite's pool)."""
+        try:
+            self.metadata.close()
+        finally:
+            self.artifacts.close()
+
     def on_commit(self, listener: Callable[[str], None]) -> None:
         """Call `listener(partition)` after every commit that appended events to a partition."""
         self.context.committed.append(listener)
@@ -76,6 +83,9 @@ class ModelRepository:
 
     def record_artifact(self, event: ObjectCreated) -> RecordResult:
         return uploads.record_artifact(self.context, event)
+
+    def record_rejection(self, event: ObjectCreated, reason: str) -> RecordResult:
+        return uploads.record_rejection(self.context, event, reason)
 
     def flag_vanished_objects(self, run_id: str, *, actor: str) -> int:
         return uploads.flag_vanished_objects(self.context, run_id, actor=actor)

@@ -201,7 +201,8 @@ def test_configure_aws_reads_the_stack_outputs(
 ) -> None:
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
     name = unique_name("stack")
-    cloudformation = aws_client("cloudformation", moto_endpoint)
+    # One attempt with a long wait: a create retried after a slow answer (a busy machine) fails AlreadyExists.
+    cloudformation = aws_client("cloudformation", moto_endpoint, total_attempts=1, read_timeout=120.0)
     cloudformation.create_stack(StackName=name, TemplateBody=json.dumps(STACK_TEMPLATE))
     outputs = {
         o["OutputKey"]: o["OutputValue"] for o in cloudformation.describe_stacks(StackName=name)["Stacks"][0]["Outputs"]

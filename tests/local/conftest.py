@@ -38,6 +38,7 @@ class Served:
     process: subprocess.Popen[str]
     api_key: str | None = None
     log: deque[str] = field(default_factory=lambda: deque(maxlen=200))
+    drain: threading.Thread | None = None
 
     def request(
         self,
@@ -100,7 +101,8 @@ def start_serve(
         raise AssertionError(f"modelrepo serve did not start: {line}{process.stderr.read()}")
     served = Served(found.group(1), root, process, api_key)
     # Keep reading its log, or the server blocks once the pipe's buffer is full.
-    threading.Thread(target=_drain, args=(process.stderr, served.log), daemon=True).start()
+    served.drain = threading.Thread(target=_drain, args=(process.stderr, served.log), daemon=True)
+    served.drain.start()
     wait_for(lambda: served.request("GET", "/api/health").status == 200, timeout=10)
     return served
 
@@ -117,6 +119,23 @@ def stop_serve(served: Served) -> None:
     except subprocess.TimeoutExpired:
         served.process.kill()
         served.process.wait()
+    if served.drain is not None:
+        served.drain.join(timeout=10)  # it reads the log to its end
+        if not served.drain.is_alive() and served.process.stderr is not None:
+            served.process.stderr.close()
+
+
+def run_modelrepo(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """The installed CLI in its own process, with no MODELREPO_* settings leaking in."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELREPO_")}
+    return subprocess.run(
+        [sys.executable, "-m", "modelrepo.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        check=False,
+    )
 
 
 @pytest.fixture
@@ -132,3 +151,42 @@ def served_with_key(tmp_path: Path) -> Iterator[Served]:
     running = start_serve(tmp_path / "root", api_key="s3cret-test-key")
     yield running
     stop_serve(running)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real, small file system (a 16 MiB tmpfs) that a test can fill up or make read-only.
+
+    Mounting needs root, as `make test` runs on CI and on these machines; elsewhere these tests
+    fail with the mount's own error rather than pretend."""
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=16m,mode=0755", "tmpfs", str(mount)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "--lazy", str(mount)], check=False, capture_output=True)
+
+
+def fill_up(disk: Path) -> Path:
+    """Write a file until the disk has no byte left; return it (delete it to free the space)."""
+    import errno
+
+    filler = disk / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        size = 1 << 20
+        while size:
+            try:
+                os.write(fd, b"\0" * size)
+            except OSError as error:
+                assert error.errno == errno.ENOSPC, error
+                size //= 2
+    finally:
+        os.close(fd)
+    return filler

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -94,22 +96,23 @@ def test_the_same_idempotency_key_registers_once(cli: Cli, model_file: Path) -> 
 
 
 @pytest.mark.parametrize(
-    ("args", "message"),
+    ("args", "code", "message"),
     [
-        (("register", "exp1", "nope", "--by", "alice"), "runArtifactId 'nope' is malformed (HTTP 400)"),
-        (("show", "exp1", "3"), "experiment 'exp1' has no version 3 (HTTP 404)"),
-        (("show", "exp1", "three"), "version 'three' is invalid"),
-        (("deploy", "exp1", "x", "prod", "--by", "a"), "version 'x' is invalid"),
-        (("deploy", "exp1", "1", "Prod", "--by", "a"), "target 'Prod' is invalid"),
-        (("versions", "bad id"), "experimentId 'bad id' is invalid"),
-        (("rollback", "exp1", "production", "--by", "a"), "nothing of experiment 'exp1' is deployed"),
-        (("upload", "exp1", "run1", "/nonexistent/file.bin"), "/nonexistent/file.bin is not a readable file"),
-        (("download", "exp1", "1", "/tmp"), "experiment 'exp1' has no version 1 (HTTP 404)"),
+        (("register", "exp1", "nope", "--by", "alice"), 2, "runArtifactId 'nope' is malformed (HTTP 400)"),
+        (("show", "exp1", "3"), 1, "experiment 'exp1' has no version 3 (HTTP 404)"),
+        (("show", "exp1", "three"), 2, "version 'three' is invalid"),
+        (("deploy", "exp1", "x", "prod", "--by", "a"), 2, "version 'x' is invalid"),
+        (("deploy", "exp1", "1", "Prod", "--by", "a"), 2, "target 'Prod' is invalid"),
+        (("versions", "bad id"), 2, "experimentId 'bad id' is invalid"),
+        (("rollback", "exp1", "production", "--by", "a"), 1, "nothing of experiment 'exp1' is deployed"),
+        (("upload", "exp1", "run1", "/nonexistent/file.bin"), 1, "/nonexistent/file.bin is not a readable file"),
+        (("download", "exp1", "1", "/tmp"), 1, "experiment 'exp1' has no version 1 (HTTP 404)"),
     ],
 )
-def test_errors_exit_non_zero_with_one_line(cli: Cli, args: tuple[str, ...], message: str) -> None:
-    code, out, err = cli(*args)
-    assert code == 1
+def test_errors_exit_non_zero_with_one_line(cli: Cli, args: tuple[str, ...], code: int, message: str) -> None:
+    """Failures exit 1; bad arguments (also those the API answers 400) exit 2, argparse's usage code."""
+    exit_code, out, err = cli(*args)
+    assert exit_code == code
     assert out == ""
     assert err.count("\n") == 1 and err.startswith("modelrepo: error: ")
     assert message in err
@@ -121,7 +124,7 @@ def test_errors_exit_non_zero_with_one_line(cli: Cli, args: tuple[str, ...], mes
 )
 def test_upload_refuses_bad_names_and_writes_nothing(cli: Cli, model_file: Path, name: str, problem: str) -> None:
     code, _, err = cli("upload", "exp1", "run1", str(model_file), "--name", name)
-    assert code == 1 and problem in err
+    assert code == 2 and problem in err
     written = (
         [p for p in (cli.root / "artifacts").rglob("*") if p.is_file()] if (cli.root / "artifacts").exists() else []
     )
@@ -156,3 +159,72 @@ def test_the_default_root_is_under_the_home_folder(tmp_path: Path) -> None:
     assert LocalSettings.from_environment({}).root == home / ".mlops" / "model-repository"
     assert LocalSettings.from_environment({"MODELREPO_ROOT": str(tmp_path)}).root == tmp_path
     assert LocalSettings.from_environment({"MODELREPO_ROOT": str(tmp_path)}, root="elsewhere").root.name == "elsewhere"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("deploy", "exp1", "²", "production", "--by", "a"),  # a digit, but not an ASCII one
+        ("versions", "exp1", "--limit", "0"),
+        ("versions", "exp1", "--limit", "1001"),
+        ("audit", "exp1", "--limit", "many"),
+        ("show", "exp1", "01"),
+        ("tag", "exp1", "v1", "stage", "gold", "--by", "a"),
+        ("download", "exp1", "-1", "/tmp"),
+        ("reconcile", "--budget", "0"),
+        ("reconcile", "--budget", "nan"),
+        ("dead-letters", "--limit", "0"),
+        ("serve", "--port", "70000"),
+        ("deploy", "exp1", "1"),
+        ("no-such-command",),
+    ],
+)
+def test_every_bad_argument_gets_one_line_and_exit_code_2(cli: Cli, args: tuple[str, ...]) -> None:
+    code, out, err = cli(*args)
+    assert (code, out) == (2, "")
+    assert err.count("\n") == 1 and err.startswith("modelrepo: error: "), err
+
+
+@pytest.fixture
+def registered(cli: Cli, model_file: Path) -> bytes:
+    uploaded = cli.json("upload", "exp1", "run1", str(model_file))
+    cli.json("register", "exp1", uploaded["runArtifactId"], "--by", "alice")
+    return model_file.read_bytes()
+
+
+def test_download_writes_through_no_link_planted_at_a_temporary_name(
+    cli: Cli, registered: bytes, tmp_path: Path
+) -> None:
+    out_dir = tmp_path / "downloads"
+    out_dir.mkdir()
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"precious")
+    planted = out_dir / f".model.bin.download-{os.getpid()}"  # the name a download used to write to
+    planted.symlink_to(victim)
+    downloaded = cli.json("download", "exp1", "1", str(out_dir))
+    assert victim.read_bytes() == b"precious"
+    assert Path(downloaded["path"]).read_bytes() == registered
+    assert sorted(p.name for p in out_dir.iterdir()) == sorted([planted.name, "model.bin"])  # no leftovers
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "symlink"])
+def test_download_never_replaces_anything_but_a_regular_file(
+    cli: Cli, registered: bytes, tmp_path: Path, kind: str
+) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"precious")
+    target = tmp_path / f"{kind}.bin"
+    if kind == "fifo":
+        os.mkfifo(target)
+    elif kind == "device":
+        os.mknod(target, stat.S_IFCHR | 0o600, os.makedev(1, 3))
+    else:
+        target.symlink_to(victim)
+    before = os.lstat(target)
+    code, out, err = cli("download", "exp1", "1", str(target), "--force")
+    assert (code, out) == (2, "")
+    assert err.count("\n") == 1 and "DEST must be a regular file or a folder" in err
+    after = os.lstat(target)
+    assert (after.st_mode, after.st_ino) == (before.st_mode, before.st_ino)
+    assert victim.read_bytes() == b"precious"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".modelrepo-download-")] == []

@@ -8,14 +8,14 @@ from collections.abc import Sequence
 
 import pytest
 
-from modelrepo import tables
-from modelrepo.adapters.memory import MemoryArtifactStore
+from modelrepo import collect, tables
+from modelrepo.adapters.memory import MemoryArtifactStore, MemoryMetadataStore
 from modelrepo.errors import Busy, ConditionFailed, Conflict, InvalidInput, NotFound, Throttled, Unprocessable
 from modelrepo.model import RunArtifact
 from modelrepo.ports import MetadataStore, Write
 from modelrepo.retry import RetryPolicy
 from modelrepo.service import ModelRepository
-from tests.unit.conftest import FAST_RETRY, FaultyMetadataStore, commit_then_lose_answer, concurrently, record
+from tests.unit.conftest import EPOCH, FAST_RETRY, FaultyMetadataStore, commit_then_lose_answer, concurrently, record
 
 KEY = "exp1/run1/model.bin"
 
@@ -245,6 +245,37 @@ def test_writers_registering_one_new_artifact_together_copy_it_once(metadata: Me
     done = concurrently(16, lambda _: repo.register_model("exp1", artifact.run_artifact_id, "alice").version)
     assert sorted(done) == list(range(1, 17))
     assert isinstance(repo.artifacts, SlowCopyingArtifactStore) and repo.artifacts.copies == 1
+
+
+class LeaseCountingMetadataStore(MemoryMetadataStore):
+    """The in-memory store, noting every transaction that writes a pin lease row."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lease_writes = 0
+
+    def transact(self, writes: Sequence[Write]) -> None:
+        super().transact(writes)
+        self.lease_writes += sum(w.partition == collect.PINS_PARTITION for w in writes)
+
+
+def test_hosts_registering_one_artifact_share_its_fresh_lease(artifacts: MemoryArtifactStore) -> None:
+    """Each Lambda container or Functions worker holds its own repository: the second host reads
+    the first one's lease and is bound by its time instead of racing every other host for the row."""
+    clock = [EPOCH]
+    metadata = LeaseCountingMetadataStore()
+    hosts = [ModelRepository(artifacts, metadata, retry=FAST_RETRY, now=lambda: clock[0]) for _ in range(3)]
+    artifact = recorded(hosts[0])
+    assert [h.register_model("exp1", artifact.run_artifact_id, "alice").version for h in hosts] == [1, 2, 3]
+    assert metadata.lease_writes == 1
+    clock[0] += collect.LEASE / collect.SHARED  # too old to share: the next registration leases anew
+    assert (
+        ModelRepository(artifacts, metadata, retry=FAST_RETRY, now=lambda: clock[0])
+        .register_model("exp1", artifact.run_artifact_id, "alice")
+        .version
+        == 4
+    )
+    assert metadata.lease_writes == 2
 
 
 def test_bytes_that_do_not_match_the_recorded_digest_are_not_pinned(

@@ -1,4 +1,10 @@
-"""SqliteMetadataStore: the embedded MetadataStore, one WAL-mode SQLite file."""
+"""SqliteMetadataStore: the embedded MetadataStore, one WAL-mode SQLite file.
+
+Every SQLite failure leaves this module as an error naming the database: busy or locked is
+Throttled (retried), a full disk InsufficientStorage (answered 507), anything else (corrupt,
+read-only, immutable, deleted, unreadable) StoreUnavailable (answered 503). Opening the store proves
+it can be read and written, so a broken database stops `modelrepo serve` at start-up with one line.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +13,12 @@ import os
 import queue
 import sqlite3
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import quote
 
-from modelrepo.errors import ConditionFailed, Throttled
+from modelrepo.errors import ConditionFailed, InsufficientStorage, StorageError, StoreUnavailable, Throttled
 from modelrepo.ports import Delete, Item, MetadataStore, Write, check_transaction
 
 SCHEMA = """
@@ -22,6 +30,11 @@ CREATE TABLE IF NOT EXISTS items (
     PRIMARY KEY (pk, rk)
 ) WITHOUT ROWID
 """
+# Written at every start: a database that cannot take a write is found then, not by a user's request.
+PROBE = (
+    "CREATE TABLE IF NOT EXISTS store_info (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID",
+    "INSERT OR REPLACE INTO store_info (name, value) VALUES ('opened_at', ?)",
+)
 
 
 def _prefix_end(prefix: str) -> str | None:
@@ -40,12 +53,37 @@ class SqliteMetadataStore(MetadataStore):
 
     def __init__(self, path: Path, *, busy_timeout_ms: int = 10_000) -> None:
         self._path = path
+        self._what = f"the metadata database {path}"
         self._busy_timeout_ms = busy_timeout_ms
         self._idle: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise StoreUnavailable(f"{self._what} cannot be created: {error.strerror}") from None
         with self._connection() as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(SCHEMA)
+            db.execute(PROBE[0])
+            db.execute(PROBE[1], (datetime.now(UTC).isoformat(),))
+        self._identity = self._file_identity()
+
+    def _file_identity(self) -> tuple[int, int] | None:
+        try:
+            found = os.stat(self._path)
+        except OSError:
+            return None
+        return found.st_dev, found.st_ino
+
+    def _failure(self, error: sqlite3.Error) -> StorageError:
+        code = getattr(error, "sqlite_errorcode", None)
+        primary = None if code is None else code & 0xFF
+        if primary in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+            return Throttled(f"the metadata database is busy: {error}")
+        if primary == sqlite3.SQLITE_FULL:
+            return InsufficientStorage(f"{self._what} is out of space (its disk is full): {error}")
+        if primary in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+            return StoreUnavailable(f"{self._what} is not a usable SQLite database ({error}); restore it from a backup")
+        return StoreUnavailable(f"{self._what} cannot be used: {error}")
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(
@@ -63,14 +101,36 @@ class SqliteMetadataStore(MetadataStore):
         try:
             db = self._idle.get_nowait()
         except queue.Empty:
-            db = self._connect()
+            try:
+                db = self._connect()
+            except sqlite3.Error as error:
+                raise self._failure(error) from None
         try:
             yield db
-        except BaseException:
+        except BaseException as error:
             if db.in_transaction:
-                db.rollback()
-            raise
+                with suppress(sqlite3.Error):
+                    db.rollback()
+            if not isinstance(error, sqlite3.Error):
+                if not db.in_transaction:
+                    self._idle.put(db)  # a lost condition leaves the connection as good as before
+                raise
+            failure = self._failure(error)
+            if isinstance(failure, Throttled):
+                self._idle.put(db)
+            else:
+                db.close()  # a connection that failed this way is not handed out again
+            raise failure from None
         self._idle.put(db)
+
+    def _check_still_there(self) -> None:
+        """Writes to a database file deleted or replaced behind our back would be lost at the next
+        start; refuse them instead (one stat per transaction)."""
+        if self._file_identity() != self._identity:
+            raise StoreUnavailable(
+                f"{self._what} was deleted or replaced while in use; writes would be lost. "
+                "Stop modelrepo, put the database back (or restore it), and start it again"
+            )
 
     def get(self, partition: str, row: str) -> Item | None:
         with self._connection() as db:
@@ -99,21 +159,12 @@ class SqliteMetadataStore(MetadataStore):
     def transact(self, writes: Sequence[Write]) -> None:
         partition = check_transaction(writes)
         documents = {w.row: json.dumps(w.data) for w in writes if not isinstance(w, Delete)}
+        self._check_still_there()
         with self._connection() as db:
-            try:
-                db.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as error:
-                raise Throttled(f"the metadata database is busy: {error}") from None
-            try:
-                for w in writes:
-                    self._apply(db, partition, w, documents)
-                db.execute("COMMIT")
-            except sqlite3.OperationalError as error:
-                db.rollback()
-                raise Throttled(f"the metadata database is busy: {error}") from None
-            except ConditionFailed:
-                db.rollback()
-                raise
+            db.execute("BEGIN IMMEDIATE")
+            for w in writes:
+                self._apply(db, partition, w, documents)
+            db.execute("COMMIT")
 
     @staticmethod
     def _apply(db: sqlite3.Connection, partition: str, w: Write, documents: dict[str, str]) -> None:
@@ -150,6 +201,23 @@ class SqliteMetadataStore(MetadataStore):
                 "INSERT OR REPLACE INTO items (pk, rk, etag, doc) VALUES (?, ?, ?, ?)",
                 (partition, w.row, etag, documents[w.row]),
             )
+
+    @staticmethod
+    def integrity(path: Path) -> list[str]:
+        """The problems `PRAGMA integrity_check` finds in a database file, read-only (empty: sound)."""
+        if not path.is_file():
+            return [f"{path} is missing"]
+        try:
+            db = sqlite3.connect(f"file:{quote(os.fspath(path))}?mode=ro", uri=True)
+        except sqlite3.Error as error:
+            return [f"cannot be opened: {error}"]
+        try:
+            rows = [str(row[0]) for row in db.execute("PRAGMA integrity_check")]
+        except sqlite3.Error as error:
+            return [f"cannot be checked: {error}"]
+        finally:
+            db.close()
+        return [] if rows == ["ok"] else rows
 
     def close(self) -> None:
         while True:

@@ -65,7 +65,7 @@ from modelrepo.outbox import CloudEvent
 if TYPE_CHECKING:
     import httpx
 
-    from modelrepo.api import Api
+    from modelrepo.api import Api, DeadLetterView
     from modelrepo.service import DeploymentHistory
 
 log = logging.getLogger(__name__)
@@ -268,6 +268,12 @@ class Client:
         """Uploads that are not artifacts, with the reason; pages are fetched as the loop goes."""
         return self._pages(api_path("rejections"), models.Rejection, page_size)
 
+    def dead_letters(self, *, limit: int = DEFAULT_PAGE_SIZE) -> list[DeadLetterView]:
+        """What the host gave up on: parked upload notifications, then event deliveries a subscriber
+        has not accepted (each names what `modelrepo replay` takes)."""
+        items = _items(self._json("GET", api_path("dead-letters"), query={"limit": str(limit)}))
+        return [_record(models.DeadLetter, item) for item in items]
+
     def run_audit(self, run_id: str, *, page_size: int = DEFAULT_PAGE_SIZE) -> Iterator[AuditEntry]:
         """The audit trail of a run's uploads, oldest first."""
         return self._pages(api_path("runs", run_id, "audit"), models.AuditEntry, page_size)
@@ -325,9 +331,7 @@ class Client:
         to make a retry across processes safe too.
         """
         body = {"experimentId": experiment_id, "runArtifactId": run_artifact_id, "registeredBy": registered_by}
-        body |= _metadata(description, metrics, params, signature, lineage)
-        headers = {"idempotency-key": idempotency_key or str(uuid.uuid4())}
-        return _record(models.RegisteredModel, self._json("POST", api_path("register"), body=body, headers=headers))
+        return self._register(body | _metadata(description, metrics, params, signature, lineage), idempotency_key)
 
     def register_folder(
         self,
@@ -345,7 +349,9 @@ class Client:
     ) -> RegisteredModel:
         """Register every current artifact of a run under `prefix` ('model/', or '' for all) as one version."""
         body = {"experimentId": experiment_id, "runId": run_id, "prefix": prefix, "registeredBy": registered_by}
-        body |= _metadata(description, metrics, params, signature, lineage)
+        return self._register(body | _metadata(description, metrics, params, signature, lineage), idempotency_key)
+
+    def _register(self, body: dict[str, Any], idempotency_key: str | None) -> RegisteredModel:
         headers = {"idempotency-key": idempotency_key or str(uuid.uuid4())}
         return _record(models.RegisteredModel, self._json("POST", api_path("register"), body=body, headers=headers))
 

@@ -79,17 +79,36 @@ class SigV4Auth(httpx.Auth):
         return cls(credentials, chosen)
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        frozen = self._credentials.get_frozen_credentials()
         headers = {name: request.headers[name] for name in SIGNED_HEADERS if name in request.headers}
-        signed = AWSRequest(method=request.method, url=str(request.url), data=request.content, headers=headers)
-        BotocoreSigV4Auth(frozen, self.service, self.region).add_auth(signed)
-        for name in ("Authorization", "X-Amz-Date", "X-Amz-Security-Token"):
-            if name in signed.headers:
-                request.headers[name] = signed.headers[name]
+        signature = sigv4_headers(
+            self._credentials, self.region, request.method, str(request.url), request.content, headers, self.service
+        )
+        request.headers.update(signature)
         yield request
 
     def __repr__(self) -> str:
         return f"SigV4Auth(service={self.service!r}, region={self.region!r})"
+
+
+def sigv4_headers(
+    credentials: Credentials,
+    region: str,
+    method: str,
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    service: str = SERVICE,
+) -> dict[str, str]:
+    """The headers that sign one request (Authorization, X-Amz-Date and, with a session, its token)
+    with botocore's signer; `headers` are the ones to sign beside host. Also used by MLflow's
+    request-auth plugin (`modelrepo.mlflow_auth`), whose requests are made by `requests`."""
+    signed = AWSRequest(method=method, url=url, data=body, headers=headers)
+    BotocoreSigV4Auth(credentials.get_frozen_credentials(), service, region).add_auth(signed)
+    return {
+        name: signed.headers[name]
+        for name in ("Authorization", "X-Amz-Date", "X-Amz-Security-Token")
+        if name in signed.headers
+    }
 
 
 # --- uploads -------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pydantic import ConfigDict
 
-from modelrepo import model, outbox
+from modelrepo import api, model, outbox
 from modelrepo.commands import versions
 from modelrepo.service import DeploymentHistory as CoreDeploymentHistory
 
@@ -55,6 +55,10 @@ class TargetPolicy(model.TargetPolicy):
 
 
 class ManifestEntry(versions.ManifestEntry):
+    model_config = LENIENT
+
+
+class DeadLetter(api.DeadLetterView):
     model_config = LENIENT
 
 

@@ -38,7 +38,7 @@ def record_artifact(ctx: Context, event: ObjectCreated) -> RecordResult:
     try:
         where = ArtifactKey.parse(event.key)
     except InvalidInput as problem:
-        return _reject(ctx, event, problem.detail)
+        return record_rejection(ctx, event, problem.detail)
     artifact_id = tables.run_artifact_id(where.experiment_id, where.run_id, where.name, event.etag)
     partition, artifact_row = tables.locate_run_artifact(artifact_id)
     current_row = tables.current_row(where.experiment_id, where.name)
@@ -139,7 +139,9 @@ def _printable(text: str) -> str:
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def _reject(ctx: Context, event: ObjectCreated, reason: str) -> RecordResult:
+def record_rejection(ctx: Context, event: ObjectCreated, reason: str) -> RecordResult:
+    """List an upload that is not an artifact, with the reason (once per object version): a key
+    outside the layout here, or what a host's store refused before reading it (a link, a FIFO)."""
     rejection = Rejection(
         key=_printable(event.key),
         reason=reason,

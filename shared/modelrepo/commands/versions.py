@@ -398,7 +398,7 @@ class Registrations:
 
     def _fresh_lease(self, digest: str) -> datetime | None:
         leased: datetime | None = self._pinned.get(digest)
-        if leased is not None and self.ctx.now() - leased < collect.LEASE / 4:
+        if leased is not None and collect.is_fresh(leased, self.ctx.now()):
             return leased
         return None
 

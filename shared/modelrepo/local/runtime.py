@@ -20,21 +20,32 @@ class LocalRuntime:
         settings.require_safe_binding()
         self.settings = settings
         self.repository = build_repository(settings)
-        key = settings.api_key.get_secret_value() if settings.api_key else None
         try:
-            self.server = ApiServer((settings.host, settings.port), build_api(settings, self.repository), key)
+            self.server = ApiServer(
+                (settings.host, settings.port), build_api(settings, self.repository), settings.credentials
+            )
         except OSError as error:
+            self.repository.close()
             raise InvalidInput(f"cannot listen on {settings.host}:{settings.port}: {error.strerror}") from None
         store = self.repository.artifacts
         assert isinstance(store, FolderArtifactStore)
+        self.store = store
         self.dead_letters = FolderDeadLetterQueue(settings.dead_letters)
-        self.watcher = DropFolderWatcher(store, self.repository.record_artifact, self.dead_letters)
+        self.watcher = DropFolderWatcher(
+            store, self.repository.record_artifact, self.dead_letters, reject=self.repository.record_rejection
+        )
         self.deliveries = build_workers(settings, self.repository)
         self._thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
         return self.server.url
+
+    def _tidy(self) -> None:
+        """Temporary files of writers that crashed (a pin, a dead letter) go before anything starts."""
+        removed = self.store.remove_stale_temp_files() + self.dead_letters.remove_stale_temp_files()
+        if removed:
+            log.info("removed %d temporary file(s) left by crashed writers", removed)
 
     def start(self) -> None:
         """Run in background threads (tests, benchmarks)."""
@@ -52,6 +63,7 @@ class LocalRuntime:
             self.stop()
 
     def _start_workers(self) -> None:
+        self._tidy()
         for worker in self.deliveries:
             worker.start()
         self.watcher.start()
@@ -62,4 +74,4 @@ class LocalRuntime:
         self.watcher.stop()
         for worker in self.deliveries:
             worker.stop()
-        self.repository.metadata.close()
+        self.repository.close()

@@ -22,6 +22,7 @@ import socket
 import socketserver
 import threading
 import time
+from collections.abc import Mapping
 from email.utils import formatdate
 from http import HTTPStatus
 from urllib.parse import parse_qsl, urlsplit
@@ -63,10 +64,17 @@ class ApiServer(socketserver.ThreadingTCPServer):
     request_queue_size = 128
 
     def __init__(
-        self, address: tuple[str, int], api: Api, api_key: str | None, *, stop_grace_seconds: float = STOP_GRACE_SECONDS
+        self,
+        address: tuple[str, int],
+        api: Api,
+        keys: Mapping[str, str] | None,
+        *,
+        stop_grace_seconds: float = STOP_GRACE_SECONDS,
     ) -> None:
+        """`keys`: each accepted API key by its name, the principal of the requests it authenticates;
+        none: every request is served, without a principal."""
         self.api = api
-        self.api_key = api_key
+        self._bearers = [(name, f"Bearer {key}".encode()) for name, key in (keys or {}).items()]
         self.stop_grace_seconds = stop_grace_seconds
         self._lock = threading.Lock()
         self._connections: set[_Connection] = set()
@@ -79,11 +87,16 @@ class ApiServer(socketserver.ThreadingTCPServer):
         host, port = self.server_address[:2]
         return f"http://{host.decode() if isinstance(host, bytes) else host}:{port}"
 
-    def authorized(self, path: str, authorization: bytes | None) -> bool:
-        if self.api_key is None or is_public(path):
-            return True
-        expected = f"Bearer {self.api_key}".encode()
-        return hmac.compare_digest(authorization or b"", expected)
+    def authenticate(self, path: str, authorization: bytes | None) -> tuple[bool, str | None]:
+        """Whether the request may be served, and the name of the key it carries (its principal).
+
+        Every key is compared, in constant time each, so the time taken says nothing about which
+        key came close."""
+        found: str | None = None
+        for name, expected in self._bearers:
+            if hmac.compare_digest(authorization or b"", expected):
+                found = name
+        return (found is not None or not self._bearers or is_public(path)), found
 
     def server_close(self) -> None:
         """Stop gracefully: idle connections close now, requests in flight get `stop_grace_seconds`
@@ -206,7 +219,8 @@ class _Connection:
         headers = _headers(event)
         url = urlsplit(event.target.decode("ascii"))  # and only visible ASCII in the target
         length = int(headers[b"content-length"]) if b"content-length" in headers else None  # h11: 1*DIGIT
-        if not self.server.authorized(url.path, headers.get(b"authorization")):
+        allowed, principal = self.server.authenticate(url.path, headers.get(b"authorization"))
+        if not allowed:
             self._answer_without_body(
                 problem(
                     401,
@@ -226,6 +240,7 @@ class _Connection:
             query=dict(parse_qsl(url.query, keep_blank_values=True)),
             headers={name.decode("ascii"): value.decode("latin-1") for name, value in headers.items()},
             body=body,
+            principal=principal,
         )
         response = self.server.api.handle(request)
         log.debug("%s %s -> %d", method, url.path, response.status)
