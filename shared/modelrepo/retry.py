@@ -11,12 +11,13 @@ fixed backoff either leaves the counter idle (few writers) or piles them up agai
 - **The round trip** is this process's own estimate, learned from the attempts that committed (fast
   to fall, slow to rise, so that queueing under load does not inflate it); before it has one, the
   attempt that just lost is the sample.
-- **Contenders** are estimated from what the lost attempt saw. Others committed between this
-  call's last two reads of the counter (its sequence counts every change): at least that many are
-  writing. The attempt waited at the store longer than a round trip: requests were queued ahead
-  of it, about one per extra round trip. Losing again means the estimate was too small: it
-  doubles. With nothing seen (a first loss, an attempt that read no counter), it is 1: one
-  other writer, so the next attempt comes within about a round trip.
+- **Contenders** are estimated from what the lost attempt saw. The attempt waited at the store
+  longer than a round trip: writers were queued ahead of it, about `queue_weight` per extra round
+  trip; a first loss takes that queue as the estimate (at least 1: the writer that won). Others
+  committed between this call's last two reads of the counter (its sequence counts every change):
+  those are done, and the estimate falls by as many, but not below the queue the attempt met. A
+  loss that saw no commit (throttled, or a row without a counter) means more writers than
+  thought: the estimate grows by `growth`.
 """
 
 from __future__ import annotations
@@ -100,7 +101,6 @@ class _Race:
 
     contenders: float = 0.0
     seen: int | None = None  # the change count the previous attempt read
-    read_at: float | None = None  # when that attempt began
 
 
 @dataclass(frozen=True)
@@ -108,15 +108,18 @@ class RetryPolicy:
     """Waits between attempts sized from observed contention, until `deadline_seconds`.
 
     `base_seconds` is the smallest slot (and the slot when no round trip is known); no wait is longer
-    than `cap_seconds`; `spread` is how many round trips each contender's slot gets.
+    than `cap_seconds`; `spread` is how many round trips each contender's slot gets; `queue_weight`
+    is how many writers one round trip spent queued at the store stands for (each queued attempt
+    holds the store for its read and its write, about half of a round trip: the other half is the
+    writer's own work); `growth` is how much the estimate grows when losing with nothing seen.
     """
 
     base_seconds: float = 0.001
     cap_seconds: float = 2.0
     deadline_seconds: float = 10.0
-    spread: float = 1.5
+    spread: float = 2.0
+    queue_weight: float = 2.0
     growth: float = 2.0
-    saturated: float = 0.5  # a counter committing for this share of an interval had no room to spare
     sleep: Callable[[float], None] = field(default=time.sleep, repr=False, compare=False)
     clock: Callable[[], float] = field(default=time.monotonic, repr=False, compare=False)
     uniform: Callable[[float, float], float] = field(default=random.uniform, repr=False, compare=False)
@@ -146,21 +149,19 @@ class RetryPolicy:
         trip = max(self.base_seconds, self.round_trip.seconds or took)
         race.contenders = self.contenders(attempt, race, took, trip)
         if attempt.outcome is Outcome.LOST:
-            race.seen, race.read_at = attempt.seen, attempt.began
+            race.seen = attempt.seen
         window = min(self.cap_seconds, self.spread * race.contenders * trip)
         return self.uniform(0.0, max(window, self.base_seconds))
 
     def contenders(self, attempt: Attempt, race: _Race, took: float, trip: float) -> float:
-        """How many writers this one now reckons it races with, from what `attempt` saw."""
-        queued = max(0.0, took / trip - 1)  # round trips the attempt spent queued behind others
-        if not race.contenders:
-            return max(1.0, queued)  # a first loss: at least the one writer that won
+        """How many writers this one still races with, reckoned from what `attempt` saw."""
+        # Writers queued ahead of the attempt: its round trips spent waiting at the store, weighted.
+        queued = self.queue_weight * max(0.0, took / trip - 1)
+        if not race.contenders:  # a first loss: the queue it met, or at least the writer that won
+            return max(1.0, queued)
         others = 0
         if attempt.outcome is Outcome.LOST and attempt.seen is not None and race.seen is not None:
             others = attempt.seen - race.seen  # commits by others between this call's last two reads
-        if others <= 0:
-            return max(queued, race.contenders * self.growth)  # lost again, nothing seen: more than thought
-        interval = max(attempt.began - (race.read_at or attempt.began), trip)
-        if others * trip >= self.saturated * interval:
-            return max(queued, race.contenders * self.growth)  # the counter was busy: more writers than thought
-        return max(1.0, queued, race.contenders - others)  # it had room: those that committed are done
+        if others <= 0:  # lost again and saw no one commit: more writers than thought
+            return max(queued, race.contenders * self.growth)
+        return max(1.0, queued, race.contenders - others)  # those that committed are done

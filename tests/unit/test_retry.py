@@ -88,36 +88,48 @@ def test_before_any_round_trip_was_timed_the_lost_attempt_is_the_sample() -> Non
 
 def test_an_attempt_that_queued_behind_others_spreads_them_over_as_many_round_trips() -> None:
     script = Script()
-    policy = script.policy(spread=1.5)
+    policy = script.policy(spread=1.5, queue_weight=2.0)
     learned(script, policy, 10 * MS)
     attempts = policy.attempts("registering")
     losing(script, attempts, took=100 * MS, seen=7)  # nine round trips spent waiting at the store
     next(attempts)
-    assert script.windows == [pytest.approx(1.5 * 9 * 10 * MS)]
+    # Each queued writer held the store for about half a round trip: 18 writers, 1.5 round trips each.
+    assert script.windows == [pytest.approx(1.5 * 2 * 9 * 10 * MS)]
 
 
-def test_commits_by_others_while_the_counter_had_room_shrink_the_next_window() -> None:
+def test_commits_by_others_between_two_reads_shrink_the_next_window() -> None:
     script = Script(point=1.0)
-    policy = script.policy(spread=1.0, saturated=0.5)
+    policy = script.policy(spread=1.0, queue_weight=1.0)
     learned(script, policy, 10 * MS)
     attempts = policy.attempts("registering")
     losing(script, attempts, took=110 * MS, seen=10)  # ten writers queued ahead: a window of 100 ms
-    # The next attempt reads 120 ms later: 2 commits in 12 round trips, far from a busy counter.
+    # Read again after that wait: 2 others committed since, they are done; 8 are left.
     losing(script, attempts, took=10 * MS, seen=12)
     next(attempts)
     assert script.windows == [pytest.approx(100 * MS), pytest.approx((10 - 2) * 10 * MS)]
 
 
-def test_losing_again_to_a_busy_counter_widens_the_window() -> None:
-    script = Script(point=0.1)
-    policy = script.policy(spread=1.0, growth=2.0, saturated=0.5)
+def test_the_queue_an_attempt_met_bounds_how_far_the_window_shrinks() -> None:
+    script = Script(point=1.0)
+    policy = script.policy(spread=1.0, queue_weight=1.0)
     learned(script, policy, 10 * MS)
     attempts = policy.attempts("registering")
-    losing(script, attempts, took=40 * MS, seen=10)  # 3 writers ahead: a window of 30 ms, waits 3 ms
-    # Read again 43 ms later: 3 commits in 4.3 round trips, the counter was busy; and lost again.
-    losing(script, attempts, took=10 * MS, seen=13)
+    losing(script, attempts, took=60 * MS, seen=10)  # 5 writers ahead: a window of 50 ms
+    # 6 others committed since, but this attempt again queued behind 4: at least 4 are still writing.
+    losing(script, attempts, took=50 * MS, seen=16)
     next(attempts)
-    assert script.windows == [pytest.approx(30 * MS), pytest.approx(60 * MS)]
+    assert script.windows == [pytest.approx(50 * MS), pytest.approx(40 * MS)]
+
+
+def test_the_estimate_never_falls_below_the_one_writer_that_won() -> None:
+    script = Script(point=1.0)
+    policy = script.policy(spread=1.0, queue_weight=1.0)
+    learned(script, policy, 10 * MS)
+    attempts = policy.attempts("registering")
+    losing(script, attempts, took=30 * MS, seen=10)  # 2 writers ahead: a window of 20 ms
+    losing(script, attempts, took=10 * MS, seen=15)  # 5 committed since: more than it thought were left
+    next(attempts)
+    assert script.windows == [pytest.approx(20 * MS), pytest.approx(10 * MS)]
 
 
 def test_losing_without_seeing_anything_doubles_the_window_up_to_the_cap() -> None:
@@ -135,7 +147,7 @@ def test_losing_without_seeing_anything_doubles_the_window_up_to_the_cap() -> No
 
 def test_a_wait_that_would_pass_the_deadline_ends_in_busy_without_sleeping() -> None:
     script = Script(point=1.0)
-    policy = script.policy(spread=1.0, deadline_seconds=0.5)
+    policy = script.policy(spread=1.0, queue_weight=1.0, deadline_seconds=0.5)
     learned(script, policy, 10 * MS)
     attempts = policy.attempts("registering in exp~a")
     losing(script, attempts, took=30 * MS, seen=1)  # a window of 20 ms: waits
