@@ -63,7 +63,7 @@ class FullJitter(RetryPolicy):
 
     cap_seconds: float = 0.1
 
-    def delay(self, attempt: Attempt, race: Any) -> float:
+    def delay(self, attempt: Attempt, race: Any, left: float) -> float:
         return self.uniform(0.0, min(self.cap_seconds, self.base_seconds * 2 ** (attempt.number + 1)))
 
 

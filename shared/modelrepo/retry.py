@@ -22,6 +22,7 @@ fixed backoff either leaves the counter idle (few writers) or piles them up agai
 
 from __future__ import annotations
 
+import math
 import random
 import threading
 import time
@@ -115,7 +116,7 @@ class RetryPolicy:
     """
 
     base_seconds: float = 0.001
-    cap_seconds: float = 2.0
+    cap_seconds: float = 5.0
     deadline_seconds: float = 10.0
     spread: float = 2.0
     queue_weight: float = 2.0
@@ -134,7 +135,7 @@ class RetryPolicy:
             attempt = Attempt(number, self.clock(), self)
             yield attempt
             number += 1
-            delay = self.delay(attempt, race)
+            delay = self.delay(attempt, race, deadline - self.clock())
             if self.clock() + delay > deadline:
                 raise Busy(
                     f"{doing} is still contended after {number} attempts in {self.deadline_seconds:g} s; retry shortly",
@@ -142,15 +143,23 @@ class RetryPolicy:
                 )
             self.sleep(delay)
 
-    def delay(self, attempt: Attempt, race: _Race) -> float:
+    def delay(self, attempt: Attempt, race: _Race, left: float) -> float:
         """The wait after `attempt`, which did not commit: a random slot in [0, spread x contenders x
-        round trip], capped; `race` keeps what this call has learned for the next one."""
+        round trip], capped, and short enough that one more round trip ends within the `left`
+        seconds before the deadline (infinite when none would); `race` keeps what this call has
+        learned for the next one.
+
+        Clamping to the deadline rather than giving up on a long draw: a writer that would have
+        drawn a slot past it still gets its tries before it, where the others' slots thin out."""
         took = self.clock() - attempt.began
         trip = max(self.base_seconds, self.round_trip.seconds or took)
         race.contenders = self.contenders(attempt, race, took, trip)
         if attempt.outcome is Outcome.LOST:
             race.seen = attempt.seen
-        window = min(self.cap_seconds, self.spread * race.contenders * trip)
+        latest = left - trip
+        if latest < self.base_seconds:
+            return math.inf
+        window = min(self.cap_seconds, self.spread * race.contenders * trip, latest)
         return self.uniform(0.0, max(window, self.base_seconds))
 
     def contenders(self, attempt: Attempt, race: _Race, took: float, trip: float) -> float:

@@ -158,6 +158,18 @@ def test_a_wait_that_would_pass_the_deadline_ends_in_busy_without_sleeping() -> 
     assert script.slept == [pytest.approx(20 * MS)]
 
 
+def test_a_window_reaching_past_the_deadline_is_clamped_to_leave_one_more_round_trip() -> None:
+    script = Script(point=1.0)
+    policy = script.policy(spread=1.0, queue_weight=1.0, deadline_seconds=1.0)
+    learned(script, policy, 10 * MS)
+    attempts = policy.attempts("registering")
+    losing(script, attempts, took=610 * MS, seen=1)  # 60 writers queued ahead: a window of 600 ms
+    attempt = next(attempts)  # 390 ms are left: the slot is drawn from the first 380 of them
+    assert script.windows == [pytest.approx(380 * MS)]
+    assert script.slept == [pytest.approx(380 * MS)]
+    assert attempt.number == 1
+
+
 def test_the_round_trip_falls_fast_and_rises_slowly() -> None:
     trip = RoundTrip()
     assert trip.seconds is None
@@ -194,9 +206,9 @@ class Reported(RetryPolicy):
 
     reports: list[tuple[Outcome | None, int | None]] = field(default_factory=list, compare=False)
 
-    def delay(self, attempt: Attempt, race: object) -> float:
+    def delay(self, attempt: Attempt, race: object, left: float) -> float:
         self.reports.append((attempt.outcome, attempt.seen))
-        return super().delay(attempt, race)  # type: ignore[arg-type]
+        return super().delay(attempt, race, left)  # type: ignore[arg-type]
 
 
 def test_a_registration_that_loses_reports_the_counter_it_read_and_learns_from_its_commit() -> None:
