@@ -32,6 +32,7 @@ SCENARIOS: dict[str, Scenario] = {
     "large": large.run,
     "sqlite": raw_sqlite.run,
     "cloud": cloud.run,
+    "racing": cloud.run_racing,
     "outbox": outbox.run,
     "pages": pages.run,
     "ui": ui.run,

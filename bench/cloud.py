@@ -78,3 +78,71 @@ def run(sizes: Sizes, work: Path) -> dict[str, Any]:
     if done.returncode != 0:
         outcome["log"] = (done.stdout + done.stderr)[-4000:]
     return outcome
+
+
+RACING_TEST = "tests/bench/test_racing_hosts.py"
+RACING_BACKENDS = (
+    ("DynamoDB adapter on moto server (one request at a time)", "dynamodb-moto"),
+    ("Azure Table adapter on Azurite", "azurite-table"),
+    ("embedded SQLite store (reference)", "sqlite"),
+)
+
+
+def run_racing(sizes: Sizes, work: Path) -> dict[str, Any]:
+    """Scenario 6b: N processes, one repository each, register into one experiment at once.
+
+    The races run as `tests/bench/test_racing_hosts.py` (see `bench/racing.py`): for each size, the
+    old full-jitter policy and the core's policy race in turn (AB, BA, ...), and before each race
+    one host times the serial round trip (counter read + conditional transaction) on the same
+    emulator, which gives the limit N racing registrations cannot beat.
+    """
+    python = REPO / ".venv" / "bin" / "python"
+    if not python.exists():
+        raise RuntimeError(f"{python} is missing: run `make setup` first (scenario 6 runs in the project's venv)")
+    out = work / "racing.jsonl"
+    done = subprocess.run(
+        [str(python), "-m", "pytest", RACING_TEST, "-q", "-p", "no:cacheprovider", "-n", "0"],
+        check=False,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={
+            **os.environ,
+            "BENCH_CLOUD_OUT": str(out),
+            "BENCH_RACING_HOSTS": ",".join(str(n) for n in sizes.racing_hosts),
+            "BENCH_RACING_ROUNDS": str(sizes.racing_rounds),
+            "BENCH_RACING_SAMPLES": str(sizes.racing_samples),
+        },
+        timeout=3600,
+    )
+    measured = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
+    from bench.racing import POLICY_LABELS
+
+    rows: list[dict[str, Any]] = []
+    for label, backend in RACING_BACKENDS:
+        found = [m for m in measured if m["backend"] == backend]
+        if not found:
+            reason = "not measured: no row came back"
+            if done.returncode != 0:
+                reason = f"failed: the racing test exited {done.returncode}; see the log below"
+            rows.append({"case": label, "system": MODELREPO, "not_measured": reason})
+        for result in found:
+            case = f"{label}: {result['hosts']} hosts, {POLICY_LABELS[result['policy']]}"
+            rows.append({"case": case, "system": MODELREPO, **result})
+    outcome: dict[str, Any] = {
+        "title": f"6b. Racing hosts: {', '.join(map(str, sizes.racing_hosts))} processes register at once",
+        "unit": "registrations/s",
+        "table": "racing",
+        "rows": rows,
+        "note": (
+            "Each host is a process with its own repository (a Lambda container, a Functions worker): no group "
+            "commit between them, they race for the experiment's counter row. Serial limit: 1 / (one host's "
+            "counter read + conditional 3-row transaction), timed alone on the same emulator before each race. "
+            "Policies alternate race by race. Targets: >= 50% of the serial limit, every registration succeeds, "
+            "versions exactly 1..N, p99 <= 4x N round trips, <= 2 attempts per success. The hosts run niced: "
+            "they share this machine's cores with the emulator."
+        ),
+    }
+    if done.returncode != 0:
+        outcome["log"] = (done.stdout + done.stderr)[-4000:]
+    return outcome

@@ -164,6 +164,30 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             )
         )
 
+    racing = [r for r in _rows(results, "racing") if "not_measured" not in r]
+    for backend in ("dynamodb-moto", "azurite-table"):
+        for hosts in sorted({r["hosts"] for r in racing if r["backend"] == backend}):
+            text = (
+                f"{hosts} racing hosts on {backend}: >= 50% of the serial limit, 100% success, versions 1..N, "
+                "p99 <= 4x serial time, <= 2 attempts per success"
+            )
+            ours = _find(racing, MODELREPO, backend=backend, hosts=hosts, policy="after")
+            if ours is None:
+                judged.append(_target(text, None, None))
+                continue
+            before = _find(racing, MODELREPO, backend=backend, hosts=hosts, policy="before")
+            measured = _racing(ours)
+            if before:
+                measured += f" (old policy, same run: {_racing(before)})"
+            ok = (
+                ours["of_limit"] >= 0.5
+                and ours["success_rate"] == 1.0
+                and bool(ours["verified"])
+                and ours["p99_of_serial"] <= 4
+                and (ours["attempts_per_success"] or float("inf")) <= 2
+            )
+            judged.append(_target(text, measured, verdict(ok)))
+
     cold = [r for r in _rows(results, "coldstart") if r.get("system") == MODELREPO]
     text = "Cold start (import + first invocation, fresh python3.12) <= 1.5x the SDK-import floor, every handler"
     if cold:
@@ -179,6 +203,14 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 # --- Markdown ------------------------------------------------------------------------------------
+
+
+def _racing(found: dict[str, Any]) -> str:
+    return (
+        f"{found['throughput']:.1f}/s = {found['of_limit']:.0%} of {found['serial_limit']:.0f}/s, "
+        f"{found['success_rate']:.0%} succeeded, 1..N {found['verified']}, p99 {found['p99_of_serial']:.1f}x serial, "
+        f"{found['attempts_per_success']} attempts/success"
+    )
 
 
 def _num(value: Any, digits: int = 1) -> str:
@@ -262,6 +294,25 @@ def _single(scenario: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _racing_table(scenario: dict[str, Any]) -> list[str]:
+    lines = [
+        "| case | registrations/s | serial limit /s | of limit | succeeded | 1..N | p99 ms | 4x serial ms "
+        "| attempts/success | conflicts |",
+        "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|",
+    ]
+    for found in scenario["rows"]:
+        if "not_measured" in found:
+            lines.append(f"| {found['case']} | {found['not_measured']} | | | | | | | | |")
+            continue
+        lines.append(
+            f"| {found['case']} | {_num(found['throughput'])} | {_num(found['serial_limit'])} | "
+            f"{found['of_limit']:.0%} | {found['success_rate']:.0%} | {found['verified']} | "
+            f"{_num(found['p99_ms'], 0)} | {_num(4 * found['serial_ms'], 0)} | "
+            f"{_num(found['attempts_per_success'], 2)} | {_num(found['conflicts'])} |"
+        )
+    return lines
+
+
 def _coldstart(scenario: dict[str, Any]) -> list[str]:
     lines = [
         "| cloud | case | runs | fail | p50 ms | p95 ms | max ms | init p50 ms | CPU p50 ms "
@@ -322,6 +373,8 @@ def markdown(results: dict[str, Any]) -> str:
         systems = {found["system"] for found in scenario["rows"]}
         if scenario.get("table") == "coldstart":
             lines += _coldstart(scenario)
+        elif scenario.get("table") == "racing":
+            lines += _racing_table(scenario)
         else:
             lines += _side_by_side(scenario) if MLFLOW in systems else _single(scenario)
         if scenario.get("note"):

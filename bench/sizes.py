@@ -27,6 +27,9 @@ class Sizes:
     page_samples: int = 400
     ui_versions: tuple[int, ...] = (10, 10_000)  # the web page's first view of an experiment
     ui_samples: int = 400
+    racing_hosts: tuple[int, ...] = (32, 128)  # processes racing for one experiment's counter
+    racing_rounds: int = 2  # races per policy, the old and the new alternated
+    racing_samples: int = 40  # serial round trips timed before each race
 
 
 FULL = Sizes(
@@ -69,4 +72,7 @@ SMOKE = Sizes(
     page_samples=5,
     ui_versions=(10, 200),
     ui_samples=5,
+    racing_hosts=(8,),
+    racing_rounds=1,
+    racing_samples=10,
 )

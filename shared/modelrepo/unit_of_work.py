@@ -130,6 +130,15 @@ class UnitOfWork:
         item = self.get(tables.COUNTER_ROW)
         return item.data if item is not None else {}
 
+    @property
+    def seen(self) -> int | None:
+        """How many changes the partition had counted when this attempt read its counter row (its
+        event sequence; 0 before the first); None if the attempt did not read it."""
+        if tables.COUNTER_ROW not in self._read:
+            return None
+        item = self._read[tables.COUNTER_ROW]
+        return int(item.data.get("sequence", 0)) if item is not None else 0
+
     # --- writes ----------------------------------------------------------------------------------
 
     def create(self, row: str, data: Mapping[str, Any]) -> None:
@@ -249,7 +258,8 @@ def execute(ctx: Context, partition: str, doing: str, command: Callable[[UnitOfW
     """Run `command` in a unit of work until it commits, loses for good, or the deadline passes.
 
     A lost race (a guarded row changed, a row appeared) or throttling re-reads and runs the command
-    again after jittered backoff. An unknown outcome (the answer was lost) is resolved before the
+    again after a wait the retry policy sizes from what the attempt saw (the counter's change count
+    it read, how long it took). An unknown outcome (the answer was lost) is resolved before the
     next attempt: if the attempt's event row holds its token, it committed and its result stands.
     Commands without events must be idempotent when run again on what they read.
     """
@@ -261,19 +271,26 @@ def execute(ctx: Context, partition: str, doing: str, command: Callable[[UnitOfW
                     _notify(ctx, partition)
                     return result
         except Throttled:
+            attempt.throttled()
             continue  # cannot tell yet whether an earlier attempt committed: never apply it twice
-        uow = UnitOfWork(ctx, partition, attempt)
+        uow = UnitOfWork(ctx, partition, attempt.number)
         result = command(uow)
         if not uow.has_writes:
             return result
         try:
             uow.commit()
         except OutcomeUnknown:
+            attempt.unknown()
             if uow.marker is not None:
                 unresolved.append((uow.marker, uow.token, result))
             continue
-        except (ConditionFailed, Throttled):
+        except ConditionFailed:
+            attempt.lost(uow.seen)
             continue
+        except Throttled:
+            attempt.throttled()
+            continue
+        attempt.committed()
         if uow.events:
             _notify(ctx, partition)
         return result

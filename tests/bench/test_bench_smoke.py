@@ -17,7 +17,7 @@ BENCH_PYTHON = REPO / "bench" / ".venv" / "bin" / "python"
 # About 1 minute on a quiet machine; at load 20-50 from other sessions the register scenario alone
 # took 204-254 s (MLflow's servers start slowly and are timed only once idle), so the bound is wide.
 SMOKE_SECONDS = 600
-# "cloud" is test_concurrent_registration.py
+# "cloud" is test_concurrent_registration.py, "racing" is test_racing_hosts.py
 SCENARIOS = ["register", "ingest", "listing", "large", "sqlite", "outbox", "pages", "ui"]
 
 
