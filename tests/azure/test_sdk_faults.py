@@ -145,9 +145,9 @@ def test_refused_table_writes_are_retried_by_the_core_with_jitter_and_leave_noth
     assert faulty.transport.count("busy", lambda m, url: url.endswith("$batch")) == 4
     assert faulty.transport.count("timeout-before-commit") == 2
     assert faulty.transport.count("busy", lambda m, url: "$batch" not in url) == 1  # the copy, retried by the SDK
-    # Six refusals, six jittered waits of the core, each within its exponential bound and the cap.
+    # Six refusals, six jittered waits of the core (sized from the contention it saw), each within the cap.
     assert len(faulty.delays) == 6 and len(set(faulty.delays)) == 6
-    assert all(0 <= d <= min(0.2, 0.01 * 2 ** (n + 1)) for n, d in enumerate(faulty.delays))
+    assert all(0 <= d <= 0.2 for d in faulty.delays)
     # Nothing half-written: one counter bump, one version row, one audit entry.
     assert registration_state(azure_app, "exp1") == (1, [1], ["model.registered"])
     with faulty.repository.open_model("exp1", 1) as (_, stream):
