@@ -28,26 +28,35 @@ ADAPTERS = (
 REFERENCE = ("embedded SQLite store (reference)", "modelrepo.adapters.sqlite", "SqliteMetadataStore")
 
 
-def run(sizes: Sizes, work: Path) -> dict[str, Any]:
+def _run_test(
+    test: str, out: Path, env: dict[str, str], timeout: float
+) -> tuple[subprocess.CompletedProcess[str], list[dict[str, Any]]]:
+    """Run a bench test in the project's venv (it needs the emulators' fixtures); the rows it wrote to `out`."""
     python = REPO / ".venv" / "bin" / "python"
     if not python.exists():
         raise RuntimeError(f"{python} is missing: run `make setup` first (scenario 6 runs in the project's venv)")
-    out = work / "cloud.jsonl"
     done = subprocess.run(
-        [str(python), "-m", "pytest", TEST, "-q", "-p", "no:cacheprovider", "-n", "0"],
+        [str(python), "-m", "pytest", test, "-q", "-p", "no:cacheprovider", "-n", "0"],
         check=False,
         cwd=REPO,
         capture_output=True,
         text=True,
-        env={
-            **os.environ,
-            "BENCH_CLOUD_OUT": str(out),
+        env={**os.environ, "BENCH_CLOUD_OUT": str(out), **env},
+        timeout=timeout,
+    )
+    return done, [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
+
+
+def run(sizes: Sizes, work: Path) -> dict[str, Any]:
+    done, measured = _run_test(
+        TEST,
+        work / "cloud.jsonl",
+        {
             "BENCH_CLOUD_REGISTRATIONS": str(sizes.cloud_registrations),
             "BENCH_CLOUD_WRITERS": str(sizes.cloud_writers),
         },
         timeout=1800,
     )
-    measured = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
     rows: list[dict[str, Any]] = []
     for label, module, store in (*ADAPTERS, REFERENCE):
         found = [m for m in measured if m["store"] == store]
@@ -96,26 +105,16 @@ def run_racing(sizes: Sizes, work: Path) -> dict[str, Any]:
     one host times the serial round trip (counter read + conditional transaction) on the same
     emulator, which gives the limit N racing registrations cannot beat.
     """
-    python = REPO / ".venv" / "bin" / "python"
-    if not python.exists():
-        raise RuntimeError(f"{python} is missing: run `make setup` first (scenario 6 runs in the project's venv)")
-    out = work / "racing.jsonl"
-    done = subprocess.run(
-        [str(python), "-m", "pytest", RACING_TEST, "-q", "-p", "no:cacheprovider", "-n", "0"],
-        check=False,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        env={
-            **os.environ,
-            "BENCH_CLOUD_OUT": str(out),
+    done, measured = _run_test(
+        RACING_TEST,
+        work / "racing.jsonl",
+        {
             "BENCH_RACING_HOSTS": ",".join(str(n) for n in sizes.racing_hosts),
             "BENCH_RACING_ROUNDS": str(sizes.racing_rounds),
             "BENCH_RACING_SAMPLES": str(sizes.racing_samples),
         },
         timeout=3600,
     )
-    measured = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
     from bench.racing import POLICY_LABELS
 
     rows: list[dict[str, Any]] = []
