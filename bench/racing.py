@@ -40,6 +40,7 @@ from typing import Any
 
 from bench.common import percentile
 from bench.counting import CountingMetadataStore
+from bench.embedded import versions
 from modelrepo import tables
 from modelrepo.adapters.folder import FolderArtifactStore
 from modelrepo.events import ObjectCreated
@@ -410,7 +411,7 @@ def run_races(
                     seeder.describe_experiment(experiment, "racing hosts", "bench")
                     trips += pool.round_trips(document, samples)
                     race = pool.race(policy, experiment, artifact_ids, round_number)
-                    race.listed = listed_versions(seeder, experiment)
+                    race.listed = versions(seeder, experiment)
                     races.append(race)
                     if (trace := os.environ.get("BENCH_RACING_TRACE")) and race.timelines is not None:
                         with open(trace, "a", encoding="utf-8") as out:
@@ -428,17 +429,6 @@ def run_races(
         summaries += [summary(target.backend, count, policy, races, trips) for policy in policies]
     seeder.metadata.close()
     return summaries
-
-
-def listed_versions(repo: ModelRepository, experiment: str) -> list[int]:
-    found: list[int] = []
-    cursor: str | None = None
-    while True:
-        page = repo.list_models(experiment, limit=1000, cursor=cursor)
-        found.extend(m.version for m in page.items)
-        cursor = page.next_cursor
-        if cursor is None:
-            return sorted(found)
 
 
 def summary(backend: str, count: int, policy: str, races: list[Race], trips: list[float]) -> dict[str, Any]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ from modelrepo.client import Client
 from modelrepo.client.aws import SigV4Auth
 from modelrepo.client.config import Profile, save_profile
 from tests.aws.conftest import EventSourceMapping, Stack
-from tests.aws.test_client_aws import STAGE, Gateway, gateway  # noqa: F401 - the gateway fixture
+from tests.aws.test_client_aws import STAGE, Gateway, cli_beside_the_trigger, gateway  # noqa: F401 - the gateway fixture
 from tests.client.loopback import Loopback
 
 FILES = {"MLmodel": b"flavors: {}\n", "data/weights.bin": os.urandom(300 * 1024), "data/vocab.txt": b"a\nb\n"}
@@ -42,15 +41,10 @@ def test_cli_uploads_a_folder_into_s3_and_downloads_the_folder_version(
         (folder / relative).parent.mkdir(parents=True, exist_ok=True)
         (folder / relative).write_bytes(data)
 
-    outcome: dict[str, Any] = {}
     args = ["upload", "exp1", "run-7", str(folder), "--profile", "aws", "--json", "--timeout", "120"]
-    cli = threading.Thread(target=lambda: outcome.update(code=main(args, environ=environ)))
-    cli.start()
-    while cli.is_alive():  # Lambda's SQS trigger, polling while the CLI uploads and waits
-        trigger.poll_once()
-        cli.join(timeout=0.2)
+    code = cli_beside_the_trigger(args, environ, trigger)
     out, err = capsys.readouterr()
-    assert outcome["code"] == 0, err
+    assert code == 0, err
     artifacts = printed_list(out)
     assert sorted(a["key"] for a in artifacts) == sorted(f"exp1/run-7/model/{path}" for path in FILES)
 

@@ -82,6 +82,18 @@ def gateway(stack: Stack) -> Iterator[tuple[Loopback, Gateway]]:
         yield server, front
 
 
+def cli_beside_the_trigger(args: list[str], environ: dict[str, str], trigger: EventSourceMapping) -> int:
+    """Run the CLI while Lambda's SQS trigger polls, as it would while the CLI uploads and waits."""
+    outcome: dict[str, Any] = {}
+    cli = threading.Thread(target=lambda: outcome.update(code=main(args, environ=environ)))
+    cli.start()
+    while cli.is_alive():
+        trigger.poll_once()
+        cli.join(timeout=0.2)
+    code: int = outcome["code"]
+    return code
+
+
 def test_a_registration_through_the_client_reaches_the_api_function(
     stack: Stack, trigger: EventSourceMapping, gateway: tuple[Loopback, Gateway]
 ) -> None:
@@ -127,15 +139,10 @@ def test_cli_upload_of_64_mib_into_s3_waits_until_the_event_path_recorded_it(
     data = hashlib.sha256(b"seed").digest() * (BIG // 32)
     source.write_bytes(data)
 
-    outcome: dict[str, Any] = {}
     args = ["upload", "exp1", "run-big", str(source), "--profile", "aws", "--json", "--timeout", "240"]
-    cli = threading.Thread(target=lambda: outcome.update(code=main(args, environ=environ)))
-    cli.start()
-    while cli.is_alive():  # Lambda's SQS trigger, polling while the CLI uploads and waits
-        trigger.poll_once()
-        cli.join(timeout=0.2)
+    code = cli_beside_the_trigger(args, environ, trigger)
     out, err = capsys.readouterr()
-    assert outcome["code"] == 0, err
+    assert code == 0, err
     artifact = printed(out)
     head = stack.s3.head_object(Bucket=stack.uploads_bucket, Key="exp1/run-big/big-model.onnx")
     assert head["ETag"].strip('"').endswith("-8")  # a multipart upload of 8 parts of 8 MiB
