@@ -25,6 +25,7 @@ from moto.events.models import EventPattern
 from modelrepo.adapters.aws import EVENTBRIDGE_SOURCE
 from tests.aws.cfn import load_template
 from tests.aws.conftest import load_event
+from tests.fixtures.consumers import first_copies, sequences
 
 Invoke = Callable[[dict[str, Any]], dict[str, Any]]
 
@@ -169,14 +170,8 @@ class Consumer:
                 self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"])
 
     def unique(self) -> list[dict[str, Any]]:
-        """What a consumer keeps: each event once (the first copy), in arrival order."""
-        seen: set[str] = set()
-        kept = []
-        for event in self.receive():
-            if event["id"] not in seen:
-                seen.add(event["id"])
-                kept.append(event)
-        return kept
+        """What a consumer keeps: each event once, in arrival order."""
+        return first_copies(self.receive())
 
     def sequences(self, subject_prefix: str) -> list[int]:
-        return [e["sequence"] for e in self.unique() if e["subject"].startswith(subject_prefix)]
+        return sequences(self.receive(), subject_prefix)

@@ -43,6 +43,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from tests.azure.host import HOST_JSON, user_function
+from tests.fixtures.consumers import first_copies, sequences
 
 PATH = "/api/events"
 API_VERSION = "2018-01-01"
@@ -126,17 +127,11 @@ class LoopbackTopic:
             return [event for publish in self.accepted for event in publish.events]
 
     def unique(self) -> list[dict[str, Any]]:
-        """What a consumer keeps: each event once (deduped by id), in arrival order."""
-        seen: set[str] = set()
-        kept = []
-        for event in self.events():
-            if event["id"] not in seen:
-                seen.add(event["id"])
-                kept.append(event)
-        return kept
+        """What a consumer keeps: each event once, in arrival order."""
+        return first_copies(self.events())
 
     def sequences(self, subject_prefix: str) -> list[int]:
-        return [e["sequence"] for e in self.unique() if e["subject"].startswith(subject_prefix)]
+        return sequences(self.events(), subject_prefix)
 
 
 @contextmanager
