@@ -47,6 +47,7 @@ from typing import Any
 import yaml
 
 from bench.common import MODELREPO, RAW, percentile, ratio
+from bench.servers import stop_group
 from bench.sizes import Sizes
 
 REPO = Path(__file__).resolve().parent.parent
@@ -616,14 +617,7 @@ def azurite(work: Path) -> Iterator[str]:
                 f"TableEndpoint={endpoints['table']};"
             )
         finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+            stop_group(process, grace=10)
 
 
 # --- Azure --------------------------------------------------------------------------------------

@@ -137,14 +137,20 @@ def server(
             wait_until_idle(process.pid)
             yield process.pid
         finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+            stop_group(process, grace=20)
+
+
+def stop_group(process: subprocess.Popen[Any], grace: float) -> None:
+    """Stop a process started in its own session and everything it started: SIGTERM to the group,
+    SIGKILL if it has not ended within `grace` seconds."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
 
 
 def modelrepo_server(root: Path, port: int, log: Path) -> contextlib.AbstractContextManager[int]:
