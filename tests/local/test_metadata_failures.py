@@ -14,7 +14,10 @@ from typing import Any
 
 import pytest
 
+from modelrepo.adapters.sqlite import SqliteMetadataStore
 from modelrepo.cli import main
+from modelrepo.errors import StoreUnavailable
+from modelrepo.ports import Put
 from tests.local.conftest import Served, run_modelrepo, start_serve, stop_serve, wait_for
 
 WEIGHTS = b"trained weights " * 1000
@@ -167,6 +170,21 @@ def test_a_database_deleted_while_serving_answers_503_instead_of_losing_writes(s
     assert_store_unavailable(served, (status, detail))
     assert "deleted or replaced" in detail
     wait_for(lambda: any("store unavailable" in line for line in served.log), timeout=60)  # the server says so
+
+
+def test_a_new_connection_never_creates_a_deleted_database_anew(tmp_path: Path) -> None:
+    """The served test above reaches a new connection or an idle one depending on which threads
+    hold the pool; here a connection is held so the read must open a new one, which once created an
+    empty database and answered 'no such table'. Nothing may be created, and the answer says why."""
+    store = SqliteMetadataStore(tmp_path / "metadata.sqlite3")
+    store.transact([Put("exp~e", "row", {"n": 1})])
+    for path in database_files(tmp_path):
+        path.unlink(missing_ok=True)
+    # One connection held busy: the read needs a connection of its own.
+    with store._connection(), pytest.raises(StoreUnavailable, match="deleted or replaced"):
+        store.get("exp~e", "row")
+    assert not (tmp_path / "metadata.sqlite3").exists()
+    store.close()
 
 
 def test_a_database_made_immutable_while_serving_answers_503_naming_it(served: Served, immutable: list[Path]) -> None:

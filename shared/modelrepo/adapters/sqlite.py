@@ -56,6 +56,7 @@ class SqliteMetadataStore(MetadataStore):
         self._what = f"the metadata database {path}"
         self._busy_timeout_ms = busy_timeout_ms
         self._idle: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
+        self._identity: tuple[int, int] | None = None  # the file opened, once it is
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as error:
@@ -86,8 +87,14 @@ class SqliteMetadataStore(MetadataStore):
         return StoreUnavailable(f"{self._what} cannot be used: {error}")
 
     def _connect(self) -> sqlite3.Connection:
+        """A new connection. Only the first may create the file: once the store is open, a connection
+        to a deleted database would silently start an empty one beside the registry's bytes."""
+        if self._identity is not None:
+            self._check_still_there()
+        mode = "rwc" if self._identity is None else "rw"
         db = sqlite3.connect(
-            self._path,
+            f"file:{quote(os.fspath(self._path))}?mode={mode}",
+            uri=True,
             isolation_level=None,
             check_same_thread=False,
             timeout=self._busy_timeout_ms / 1000,
@@ -125,7 +132,7 @@ class SqliteMetadataStore(MetadataStore):
 
     def _check_still_there(self) -> None:
         """Writes to a database file deleted or replaced behind our back would be lost at the next
-        start; refuse them instead (one stat per transaction)."""
+        start; refuse them instead (one stat per transaction and per new connection)."""
         if self._file_identity() != self._identity:
             raise StoreUnavailable(
                 f"{self._what} was deleted or replaced while in use; writes would be lost. "
