@@ -142,3 +142,15 @@ def test_a_symlink_swapped_in_after_recording_is_not_pinned(store: FolderArtifac
     with pytest.raises(ObjectMissing):
         store.pin("exp1/run1/model.bin", etag=info.etag, digest=info.etag)
     assert not store.has_pinned(info.etag)
+
+
+def test_an_object_and_a_folder_of_the_same_name_are_a_clear_refusal(store: FolderArtifactStore) -> None:
+    """S3 and Blob Storage hold `run1/b` and `run1/b/c` side by side; a file system cannot. Either
+    order is the caller's mistake, answered as one (400), never as a broken store (503)."""
+    store.put("exp1/run1/b/c", io.BytesIO(b"inside"))
+    with pytest.raises(InvalidInput, match="is a folder of other objects"):
+        store.put("exp1/run1/b", io.BytesIO(b"over the folder"))
+    store.put("exp1/run1/d", io.BytesIO(b"an object"))
+    with pytest.raises(InvalidInput, match="is an object already"):
+        store.put("exp1/run1/d/e", io.BytesIO(b"under the object"))
+    assert sorted(o.key for o in store.list("exp1/run1/").objects) == ["exp1/run1/b/c", "exp1/run1/d"]

@@ -232,6 +232,10 @@ class _LinkedFolder(Exception):
         self.segment = segment
 
 
+# What _folder says of a segment that is a file where a folder should be (to readers: no such object).
+NOT_A_FOLDER = "not a folder"
+
+
 @contextmanager
 def _folder(base: str, segments: Sequence[str], *, create: bool = False) -> Iterator[int]:
     """A descriptor of `base/segments…`, each segment opened with O_NOFOLLOW under the previous one.
@@ -255,7 +259,7 @@ def _folder(base: str, segments: Sequence[str], *, create: bool = False) -> Iter
                     raise FileNotFoundError(errno.ENOENT, "no such folder", segment) from None
                 if linked:
                     raise _LinkedFolder(segment) from None
-                raise FileNotFoundError(errno.ENOENT, "not a folder", segment) from None
+                raise FileNotFoundError(errno.ENOENT, NOT_A_FOLDER, segment) from None
             os.close(fd)
             fd = inner
         yield fd
@@ -729,10 +733,15 @@ class FolderArtifactStore(ArtifactStore):
         segments = self._segments(key)
         try:
             with _folder(self._uploads, segments[:-1], create=True) as parent:
+                with suppress(FileNotFoundError):
+                    if stat_module.S_ISDIR(os.stat(segments[-1], dir_fd=parent, follow_symlinks=False).st_mode):
+                        raise InvalidInput(f"{key!r} is a folder of other objects; no object can take its name")
                 digest = self._write_atomically(data, parent, segments[-1], progress, 0o666, "the drop folder")
         except _LinkedFolder as linked:
             raise InvalidInput(f"the folder {linked.segment!r} of {key!r} is a symbolic link") from None
         except OSError as error:
+            if error.strerror == NOT_A_FOLDER:
+                raise InvalidInput(f"a folder of {key!r} is an object already; an object holds no others") from None
             raise _storage_failure(error, f"the drop folder {self.uploads}") from None
         info = self.head(key)
         if info is None or info.etag != digest:
