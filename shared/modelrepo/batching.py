@@ -10,6 +10,7 @@ still kept apart by the conditional write itself.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -19,7 +20,25 @@ P = TypeVar("P")
 R = TypeVar("R")
 
 
-def wait_for_turn(wake: threading.Event, patience: float) -> bool:
+class Wake:
+    """A one-shot wake-up call for one waiting thread: `set` wakes it (or lets its next `wait`
+    return at once), `wait` consumes the call. A bare lock instead of a `threading.Event`: every
+    registration waits once, and an Event's condition variable costs a lock, a deque and a
+    notify_all each time, in the thread that commits a batch for everyone else."""
+
+    def __init__(self) -> None:
+        self._call = threading.Lock()
+        self._call.acquire()
+
+    def set(self) -> None:
+        with contextlib.suppress(RuntimeError):  # already set: one call is enough
+            self._call.release()
+
+    def wait(self, timeout: float) -> bool:
+        return self._call.acquire(timeout=timeout)
+
+
+def wait_for_turn(wake: Wake, patience: float) -> bool:
     """How a queued request waits to be answered or handed the lead: True once woken, False when
     its patience ran out. The group's only wait, so tests can replace it to see who is waiting and
     to run a request's patience out on cue instead of on the wall clock."""
@@ -35,7 +54,7 @@ class Ticket(Generic[P, R]):
         self.error: BaseException | None = None
         self.done = False
         self.lead = False
-        self._wake = threading.Event()
+        self._wake = Wake()
 
     def resolve(self, result: R) -> None:
         self.result, self.done = result, True
@@ -82,7 +101,6 @@ class GroupCommit(Generic[P, R]):
                     if not ticket.done and not ticket.lead and ticket in self._queue:
                         self._queue.remove(ticket)
                         raise self._give_up()
-            ticket._wake.clear()
         if ticket.error is not None:
             raise ticket.error
         return ticket.result  # type: ignore[return-value]

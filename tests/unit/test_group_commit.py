@@ -34,12 +34,12 @@ class WaitingRoom:
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self._changed = threading.Condition()
-        self._waiting: set[threading.Event] = set()
-        self._ran_out: set[threading.Event] = set()
+        self._waiting: set[batching.Wake] = set()
+        self._ran_out: set[batching.Wake] = set()
         self.patience: list[float] = []
         monkeypatch.setattr(batching, "wait_for_turn", self.wait)
 
-    def wait(self, wake: threading.Event, patience: float) -> bool:
+    def wait(self, wake: batching.Wake, patience: float) -> bool:
         with self._changed:
             self.patience.append(patience)
             self._waiting.add(wake)
