@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import unicodedata
 from dataclasses import dataclass
 from datetime import datetime
@@ -74,16 +75,23 @@ def check_tag_key(value: str) -> str:
     return value
 
 
+# Control characters (Unicode category Cc, fixed by the standard), surrogates (Cs: not valid
+# UTF-8) and bidirectional controls: one search per text, since actor names are checked on every
+# request.
+UNSAFE_CHARACTER = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff" + "".join(sorted(BIDI_CONTROLS)) + "]")
+
+
 def _unsafe_character(text: str) -> str | None:
     """Name the first character that must not appear in stored text, if any."""
-    for char in text:
-        if unicodedata.category(char) == "Cc":
-            return f"control character U+{ord(char):04X}"
-        if char in BIDI_CONTROLS:
-            return f"bidirectional control character U+{ord(char):04X}"
-        if unicodedata.category(char) == "Cs":
-            return "a character that is not valid UTF-8"
-    return None
+    found = UNSAFE_CHARACTER.search(text)
+    if found is None:
+        return None
+    char = found.group()
+    if char in BIDI_CONTROLS:
+        return f"bidirectional control character U+{ord(char):04X}"
+    if unicodedata.category(char) == "Cs":
+        return "a character that is not valid UTF-8"
+    return f"control character U+{ord(char):04X}"
 
 
 def _check_text(value: str, what: str, max_chars: int, *, allow_empty: bool = False) -> str:

@@ -203,9 +203,9 @@ class Registrations:
         """
         check_experiment_id(experiment_id)
         check_actor(registered_by)
-        metadata = (metadata or VersionMetadata()).model_copy(
-            update={"description": description} if description is not None else {}
-        )
+        metadata = metadata or VersionMetadata()
+        if description is not None:
+            metadata = metadata.model_copy(update={"description": description})
         metadata.checked()
         if idempotency_key is not None:
             check_idempotency_key(idempotency_key)
