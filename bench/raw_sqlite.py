@@ -64,7 +64,8 @@ def _raw(path: Path, count: int, writers: int) -> Measured:
 
     setup = sqlite3.connect(path, isolation_level=None)
     setup.execute("PRAGMA journal_mode=WAL")
-    setup.execute(SCHEMA)
+    for statement in SCHEMA:
+        setup.execute(statement)
     setup.execute("INSERT INTO items VALUES (?, 'counter', 'e', ?)", (PARTITION, json.dumps({"latest": 0})))
     setup.close()
     measured = run_concurrently(bump_and_insert, count, writers)

@@ -98,6 +98,19 @@ def test_a_failed_condition_writes_nothing_at_all(metadata_store: MetadataStore)
     assert metadata_store.get(P, "counter").data == {"n": 2}  # type: ignore[union-attr]
 
 
+def test_rows_created_together_are_refused_together(metadata_store: MetadataStore) -> None:
+    """A run of rows that must not exist (a batch of versions and their events): one that exists,
+    wherever it sits in the run, refuses the whole transaction and writes none of the others."""
+    metadata_store.transact([Put(P, "taken", {"v": 1}, if_absent=True)])
+    creates = [Put(P, f"new-{n}", {"n": n}, if_absent=True) for n in range(5)]
+    with pytest.raises(ConditionFailed):
+        metadata_store.transact([*creates[:3], Put(P, "taken", {"v": 2}, if_absent=True), *creates[3:]])
+    assert metadata_store.query(P, "new-", limit=10) == []
+    assert metadata_store.get(P, "taken").data == {"v": 1}  # type: ignore[union-attr]
+    metadata_store.transact([Put(P, f"new-{n}", {"n": n}, if_absent=True) for n in range(MAX_WRITES_PER_TRANSACTION)])
+    assert len(metadata_store.query(P, "new-", limit=200)) == MAX_WRITES_PER_TRANSACTION
+
+
 def test_delete_unconditional_and_conditional(metadata_store: MetadataStore) -> None:
     metadata_store.transact([Put(P, "a", {"v": 1}), Put(P, "b", {"v": 1})])
     metadata_store.transact([Delete(P, "a")])
