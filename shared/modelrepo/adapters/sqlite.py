@@ -8,10 +8,12 @@ it can be read and written, so a broken database stops `modelrepo serve` at star
 
 from __future__ import annotations
 
+import logging
 import os
 import queue
 import sqlite3
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,6 +39,15 @@ PROBE = (
 )
 
 
+log = logging.getLogger(__name__)
+
+# Commits between two checkpoints run in the background (a batch of registrations is one commit).
+CHECKPOINT_EVERY = 64
+# SQLite's own checkpoint, run by a committing thread, stays on as a backstop at this WAL size in
+# pages, should the background fall behind.
+BACKSTOP_PAGES = 16_384
+
+
 def _prefix_end(prefix: str) -> str | None:
     """The smallest string greater than every string starting with `prefix` (None: unbounded)."""
     if not prefix:
@@ -57,6 +68,7 @@ class SqliteMetadataStore(MetadataStore):
         self._busy_timeout_ms = busy_timeout_ms
         self._idle: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
         self._identity: tuple[int, int] | None = None  # the file opened, once it is
+        self._checkpoints = _Checkpointer(self._connect, self._what)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as error:
@@ -102,6 +114,7 @@ class SqliteMetadataStore(MetadataStore):
             timeout=self._busy_timeout_ms / 1000,
         )
         db.execute("PRAGMA synchronous=NORMAL")
+        db.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_PAGES}")
         db.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_ms)}")
         return db
 
@@ -181,6 +194,7 @@ class SqliteMetadataStore(MetadataStore):
                 self._apply(db, partition, w, documents)
             self._create(db, partition, created, documents)
             db.execute("COMMIT")
+        self._checkpoints.committed()
 
     @staticmethod
     def _create(db: sqlite3.Connection, partition: str, rows: list[Put], documents: dict[str, str]) -> None:
@@ -255,8 +269,72 @@ class SqliteMetadataStore(MetadataStore):
         return [] if rows == ["ok"] else rows
 
     def close(self) -> None:
+        self._checkpoints.close()
         while True:
             try:
                 self._idle.get_nowait().close()
             except queue.Empty:
                 return
+
+
+class _Checkpointer:
+    """Copies the WAL back into the database file in a thread of its own, every CHECKPOINT_EVERY
+    commits. SQLite's automatic checkpoint runs inside the commit that crosses its threshold, and
+    with synchronous=NORMAL a checkpoint is where the disk is synced: that one commit, and every
+    registration queued behind it, would wait for the sync. A PASSIVE checkpoint never blocks a
+    writer or a reader; what it cannot copy yet, the next one does."""
+
+    def __init__(self, connect: Callable[[], sqlite3.Connection], what: str) -> None:
+        self._connect = connect
+        self._what = what
+        self._commits = 0  # counted without a lock: a lost increment only delays a checkpoint
+        self._wake = threading.Event()
+        self._due = False
+        self._closing = False
+        self._thread: threading.Thread | None = None
+        self._guard = threading.Lock()
+
+    def committed(self) -> None:
+        self._commits += 1
+        if self._commits % CHECKPOINT_EVERY:
+            return
+        with self._guard:
+            if self._closing:
+                return
+            if self._thread is None:  # started on first need: a short CLI command never starts it
+                self._thread = threading.Thread(target=self._run, name="sqlite-checkpoint", daemon=True)
+                self._thread.start()
+        self._due = True
+        self._wake.set()
+
+    def _run(self) -> None:
+        db: sqlite3.Connection | None = None
+        failing = False
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            if self._due:  # also when closing: a checkpoint asked for is run before the thread ends
+                self._due = False
+                try:
+                    db = db or self._connect()
+                    db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    failing = False
+                except (sqlite3.Error, StorageError) as error:
+                    if not failing:  # once per spell of failures; commits report their own errors
+                        log.warning("checkpointing %s failed (retried after the next commits): %s", self._what, error)
+                    failing = True
+                    if db is not None:
+                        db.close()
+                        db = None
+            if self._closing:
+                break
+        if db is not None:
+            db.close()
+
+    def close(self) -> None:
+        with self._guard:
+            self._closing = True
+            thread = self._thread
+        self._wake.set()
+        if thread is not None:
+            thread.join()
