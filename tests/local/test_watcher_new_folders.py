@@ -152,6 +152,9 @@ def test_where_writers_cannot_be_seen_only_the_long_quiet_period_hands_an_unclos
     (store.uploads / "exp1" / "run1").mkdir(parents=True)
     watcher.start()
     try:
+        # The start-up scan takes every file it finds as closed: let it finish before the file
+        # exists, or a late scan would (rightly, without leases) hand the partial file on early.
+        assert watcher.wait_scanned(timeout=60)
         with (store.uploads / key).open("wb") as writer:
             writer.write(b"the first half, ")
             writer.flush()
