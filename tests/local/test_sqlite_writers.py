@@ -28,7 +28,7 @@ def commit(store: SqliteMetadataStore, count: int) -> None:
 def test_commits_leave_checkpoints_to_the_background(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """~1,500 pages of commits, past SQLite's default threshold of 1,000, with the background
     checkpointer held back: no commit copied the WAL into the database file itself."""
-    monkeypatch.setattr(sqlite, "CHECKPOINT_EVERY", 1_000_000, raising=False)
+    monkeypatch.setattr(sqlite, "CHECKPOINT_EVERY", 1_000_000)
     path = tmp_path / "metadata.db"
     store = SqliteMetadataStore(path)
     try:
