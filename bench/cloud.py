@@ -25,6 +25,7 @@ ADAPTERS = (
     ("DynamoDB adapter on moto server", "modelrepo.adapters.aws", "DynamoDBMetadataStore"),
     ("Azure Table adapter on Azurite", "modelrepo.adapters.azure", "AzureTableMetadataStore"),
 )
+LOG_TAIL_CHARS = 4000
 REFERENCE = ("embedded SQLite store (reference)", "modelrepo.adapters.sqlite", "SqliteMetadataStore")
 
 
@@ -45,6 +46,13 @@ def _run_test(
         timeout=timeout,
     )
     return done, [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
+
+
+def _with_log(outcome: dict[str, Any], done: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    """A failed test's output, its tail, goes into the report under the table."""
+    if done.returncode != 0:
+        outcome["log"] = (done.stdout + done.stderr)[-LOG_TAIL_CHARS:]
+    return outcome
 
 
 def run(sizes: Sizes, work: Path) -> dict[str, Any]:
@@ -84,9 +92,7 @@ def run(sizes: Sizes, work: Path) -> dict[str, Any]:
             "would have; they race for the counter and the losers retry with jittered backoff."
         ),
     }
-    if done.returncode != 0:
-        outcome["log"] = (done.stdout + done.stderr)[-4000:]
-    return outcome
+    return _with_log(outcome, done)
 
 
 RACING_TEST = "tests/bench/test_racing_hosts.py"
@@ -142,6 +148,4 @@ def run_racing(sizes: Sizes, work: Path) -> dict[str, Any]:
             "they share this machine's cores with the emulator."
         ),
     }
-    if done.returncode != 0:
-        outcome["log"] = (done.stdout + done.stderr)[-4000:]
-    return outcome
+    return _with_log(outcome, done)

@@ -58,6 +58,14 @@ def learned(script: Script, policy: RetryPolicy, seconds: float) -> None:
     attempt.committed()
 
 
+def registering_after_a_round_trip_of(seconds: float) -> tuple[Script, Iterator[Attempt]]:
+    """A policy that draws at the top of each window and has timed one round trip of `seconds`."""
+    script = Script(point=1.0)
+    policy = script.policy(spread=1.0, queue_weight=1.0)
+    learned(script, policy, seconds)
+    return script, policy.attempts("registering")
+
+
 def losing(script: Script, attempts: Iterator[Attempt], took: float, seen: int | None = None) -> Attempt:
     """The next attempt reads the counter at `seen` changes and loses after `took` seconds."""
     attempt = next(attempts)
@@ -98,10 +106,7 @@ def test_an_attempt_that_queued_behind_others_spreads_them_over_as_many_round_tr
 
 
 def test_commits_by_others_between_two_reads_shrink_the_next_window() -> None:
-    script = Script(point=1.0)
-    policy = script.policy(spread=1.0, queue_weight=1.0)
-    learned(script, policy, 10 * MS)
-    attempts = policy.attempts("registering")
+    script, attempts = registering_after_a_round_trip_of(10 * MS)
     losing(script, attempts, took=110 * MS, seen=10)  # ten writers queued ahead: a window of 100 ms
     # Read again after that wait: 2 others committed since, they are done; 8 are left.
     losing(script, attempts, took=10 * MS, seen=12)
@@ -110,10 +115,7 @@ def test_commits_by_others_between_two_reads_shrink_the_next_window() -> None:
 
 
 def test_the_queue_an_attempt_met_bounds_how_far_the_window_shrinks() -> None:
-    script = Script(point=1.0)
-    policy = script.policy(spread=1.0, queue_weight=1.0)
-    learned(script, policy, 10 * MS)
-    attempts = policy.attempts("registering")
+    script, attempts = registering_after_a_round_trip_of(10 * MS)
     losing(script, attempts, took=60 * MS, seen=10)  # 5 writers ahead: a window of 50 ms
     # 6 others committed since, but this attempt again queued behind 4: at least 4 are still writing.
     losing(script, attempts, took=50 * MS, seen=16)
@@ -122,10 +124,7 @@ def test_the_queue_an_attempt_met_bounds_how_far_the_window_shrinks() -> None:
 
 
 def test_the_estimate_never_falls_below_the_one_writer_that_won() -> None:
-    script = Script(point=1.0)
-    policy = script.policy(spread=1.0, queue_weight=1.0)
-    learned(script, policy, 10 * MS)
-    attempts = policy.attempts("registering")
+    script, attempts = registering_after_a_round_trip_of(10 * MS)
     losing(script, attempts, took=30 * MS, seen=10)  # 2 writers ahead: a window of 20 ms
     losing(script, attempts, took=10 * MS, seen=15)  # 5 committed since: more than it thought were left
     next(attempts)
