@@ -47,7 +47,12 @@ class DeliveryFailed(ModelRepoError):
 
 class Publisher(Protocol):
     """Where a subscriber's events go. `publish` returns once every event was accepted, in order;
-    it raises `DeliveryFailed` otherwise (having perhaps delivered a prefix: that is redelivered)."""
+    it raises `DeliveryFailed` otherwise (having perhaps delivered a prefix: that is redelivered).
+
+    A publisher that has no use for runs' events (their artifacts) says so with a class attribute
+    `follows_runs = False`: its dispatcher then neither reads those partitions nor keeps a cursor
+    in them, which is most of the work of an upload when every upload is a run of its own.
+    """
 
     @property
     def subscriber(self) -> str: ...
@@ -71,12 +76,13 @@ def _parked_row(subscriber: str, partition: str) -> str:
     return f"{PARKED_PREFIX}{subscriber}~{partition}"
 
 
-def partitions(metadata: MetadataStore) -> Iterator[str]:
-    """Every partition that can hold events: each experiment and each run ever written."""
+def partitions(metadata: MetadataStore, *, runs: bool = True) -> Iterator[str]:
+    """Every partition that can hold events: each experiment and (unless not wanted) each run ever written."""
     for item in query_all(metadata, tables.EXPERIMENTS_PARTITION, tables.EXPERIMENT_PREFIX):
         yield tables.experiment_partition(item.data["experimentId"])
-    for item in query_all(metadata, tables.RUNS_PARTITION, tables.RUN_PREFIX):
-        yield tables.run_partition(item.data["runId"])
+    if runs:
+        for item in query_all(metadata, tables.RUNS_PARTITION, tables.RUN_PREFIX):
+            yield tables.run_partition(item.data["runId"])
 
 
 @dataclass
@@ -94,6 +100,14 @@ class Dispatcher:
     def subscriber(self) -> str:
         return self.publisher.subscriber
 
+    @property
+    def follows_runs(self) -> bool:
+        return bool(getattr(self.publisher, "follows_runs", True))
+
+    def follows(self, partition: str) -> bool:
+        """Whether this subscriber gets the partition's events (every partition, or only experiments)."""
+        return self.follows_runs or tables.is_experiment_partition(partition)
+
     # --- one partition ---
 
     def position(self, partition: str) -> int:
@@ -104,8 +118,11 @@ class Dispatcher:
         """Deliver the partition's events after the cursor; how many were accepted.
 
         A parked partition waits for its retry time unless `force`. Raises nothing for a failed
-        delivery: it parks the partition instead (and logs why).
+        delivery: it parks the partition instead (and logs why). A partition the subscriber does not
+        follow has nothing for it.
         """
+        if not self.follows(partition):
+            return 0
         parked = self.metadata.get(DELIVERIES_PARTITION, _parked_row(self.subscriber, partition))
         if parked is not None and not force and self.now() < datetime.fromisoformat(parked.data["retryAt"]):
             return 0
@@ -174,7 +191,8 @@ class Dispatcher:
 
     def sweep(self, *, force: bool = False) -> int:
         """Drain every partition (a restart, a periodic safety net); how many events went out."""
-        return sum(self.drain(partition, force=force) for partition in partitions(self.metadata))
+        every = partitions(self.metadata, runs=self.follows_runs)
+        return sum(self.drain(partition, force=force) for partition in every)
 
     def parked(self) -> list[ParkedDelivery]:
         prefix = f"{PARKED_PREFIX}{self.subscriber}~"

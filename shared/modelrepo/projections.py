@@ -8,6 +8,9 @@ puts an older state over a newer one. The index therefore follows the records (w
 dispatcher's delay: a second on the local runtime; the stream or queue on the clouds) and a crash
 between a commit and its projection is repaired by the next sweep.
 
+It follows experiments' partitions only: an experiment that has only artifacts so far is listed by
+the upload that brings it in (`modelrepo.commands.uploads`), so runs' events are not its business.
+
 Rows, in partition `experiments`: `exp~<id>` with the experiment's summary. In partition `search`:
 `tag~<hash of key=value>~<id>~<version>` and `status~<approval>~<id>~<version>` for every version
 that is neither archived nor deleted, and `ver~<id>~<version>`, the manifest of a version's rows
@@ -17,14 +20,13 @@ that is neither archived nor deleted, and `ver~<id>~<version>`, the manifest of 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from datetime import datetime
 from typing import Any
 
 from modelrepo import tables
 from modelrepo.commands.experiments import summary
 from modelrepo.dispatch import DeliveryFailed
 from modelrepo.errors import ConditionFailed, InvalidInput, StorageError
-from modelrepo.model import ApprovalStatus, Experiment, Page, RegisteredModel, check_tag_key, check_tag_value
+from modelrepo.model import ApprovalStatus, Page, RegisteredModel, check_tag_key, check_tag_value
 from modelrepo.outbox import CloudEvent
 from modelrepo.ports import Item, MetadataStore, Put, Write
 from modelrepo.unit_of_work import Context, filtered_page
@@ -38,6 +40,7 @@ class Indexer:
     """A `Publisher` that projects events into the index partitions."""
 
     subscriber = SUBSCRIBER
+    follows_runs = False
 
     def __init__(self, metadata: MetadataStore) -> None:
         self.metadata = metadata
@@ -45,7 +48,6 @@ class Indexer:
     def publish(self, events: Sequence[CloudEvent]) -> None:
         experiments: set[str] = set()
         versions: set[tuple[str, int]] = set()
-        first_seen: dict[str, datetime] = {}
         for event in events:
             kind, _, rest = event.subject.partition("/")
             if kind == "experiments":
@@ -53,11 +55,9 @@ class Indexer:
                 experiments.add(experiment_id)
                 if "/versions/" in event.subject:
                     versions.add((experiment_id, int(event.data["version"])))
-            elif kind == "runs" and "experimentId" in event.data:
-                first_seen.setdefault(event.data["experimentId"], event.time)
         try:
-            for experiment_id in sorted(experiments | set(first_seen)):
-                self._project_experiment(experiment_id, first_seen.get(experiment_id))
+            for experiment_id in sorted(experiments):
+                self._project_experiment(experiment_id)
             for experiment_id, version in sorted(versions):
                 self._project_version(experiment_id, version)
         except StorageError as error:
@@ -65,20 +65,18 @@ class Indexer:
 
     # --- the experiments listing ---
 
-    def _project_experiment(self, experiment_id: str, seen_at: datetime | None) -> None:
+    def _project_experiment(self, experiment_id: str) -> None:
         partition = tables.experiment_partition(experiment_id)
         row = tables.experiment_index_row(experiment_id)
         for _ in range(ATTEMPTS):
             counter = self.metadata.get(partition, tables.COUNTER_ROW)
+            if counter is None:
+                return  # nothing counted yet: the listing stays as the first upload wrote it
             indexed = self.metadata.get(tables.EXPERIMENTS_PARTITION, row)
-            if counter is not None:
-                sequence = int(counter.data.get("sequence", 0))
-                described = summary(experiment_id, counter.data)
-            else:  # only artifacts so far: listed from the first one seen
-                sequence = 0
-                described = Experiment(experiment_id=experiment_id, created_at=seen_at, updated_at=seen_at)
+            sequence = int(counter.data.get("sequence", 0))
             if indexed is not None and "experiment" in indexed.data and indexed.data.get("sequence", 0) >= sequence:
                 return
+            described = summary(experiment_id, counter.data)
             document = {"experimentId": experiment_id, "experiment": described.to_json(), "sequence": sequence}
             if _guarded_write(self.metadata, tables.EXPERIMENTS_PARTITION, row, indexed, document):
                 return

@@ -79,6 +79,10 @@ def experiment_index_row(experiment_id: str) -> str:
     return EXPERIMENT_PREFIX + experiment_id
 
 
+def is_experiment_partition(partition: str) -> bool:
+    return partition.startswith("exp~")
+
+
 def index_put(partition: str) -> Put | None:
     """The index row that lists a partition of changes (an experiment or a run), if it has one."""
     kind, _, name = partition.partition("~")

@@ -105,6 +105,7 @@ class UnitOfWork:
         self._read: dict[str, Item | None] = {}
         self._writes: dict[str, Write] = {}
         self._counter: dict[str, Any] | None = None
+        self._listings: list[Put] = []
         self.events: list[int] = []  # the sequences this attempt appended
 
     # --- reads -----------------------------------------------------------------------------------
@@ -162,6 +163,12 @@ class UnitOfWork:
         if current is None:
             raise RuntimeError(f"remove({row!r}) needs the row to be read (and present) first")
         self._stage(Delete(self.partition, row, if_match=current.etag))
+
+    def list_first(self, listing: Put) -> None:
+        """Write an index row in another partition before this change, if it is absent (one
+        conditional write of its own, like the partition's own listing): what this change brings
+        into being is listed even if the process dies right after the commit."""
+        self._listings.append(listing)
 
     def set_counter(self, **fields: Any) -> None:
         self._counter = {**self.counter, **fields}
@@ -245,12 +252,15 @@ class UnitOfWork:
 
     def commit(self) -> None:
         writes = self.writes()
+        listings = list(self._listings)
         if self._read.get(tables.COUNTER_ROW, False) is None and (index := tables.index_put(self.partition)):
             # The partition's first change: list it first, so sweeps and dispatchers find it even if
             # the process dies right after the commit. Created only if absent: a projection may
             # already have written a summary there.
+            listings.insert(0, index)
+        for listing in listings:
             with contextlib.suppress(ConditionFailed):
-                self.ctx.metadata.transact([index])
+                self.ctx.metadata.transact([listing])
         self.ctx.metadata.transact(writes)
 
 

@@ -14,7 +14,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from modelrepo.adapters.aws import DynamoDBMetadataStore
 from modelrepo.cli import main
 from modelrepo.recovery import Reconciler
-from tests.aws.conftest import MAX_RECEIVE_COUNT, EventSourceMapping, MotoClock, Stack, load_event
+from tests.aws.conftest import MAX_RECEIVE_COUNT, EventSourceMapping, MotoClock, Stack, api_event, call_api, load_event
 from tests.aws.lambda_worker import FakeLambdaContext
 from tests.aws.sdk_faults import ACCESS_DENIED, SdkFaults, always
 from tests.aws.test_event_path import artifacts_of, audit_of
@@ -143,7 +143,7 @@ def test_the_sweep_records_a_lost_upload_and_flags_a_vanished_object(
         "rejected": 0,
         "runsChecked": 2,
         "vanished": 1,
-        "indexed": 4,  # no dispatcher ran here: the sweep's index catches up with both runs' events
+        "indexed": 0,  # runs' events are not the index's: the uploads listed their experiment
         "released": 0,
         "complete": True,
     }
@@ -152,6 +152,8 @@ def test_the_sweep_records_a_lost_upload_and_flags_a_vanished_object(
     assert [(e["action"], e["actor"]) for e in audit_of("run2")] == [("artifact.recorded", "reconcile")]
     flags = {a["name"]: a["vanishedAt"] for a in artifacts_of("run1")}
     assert flags["kept.bin"] is None and flags["deleted.bin"] is not None
+    listed = call_api(api_event("GET", "/api/experiments"))[2]["items"]
+    assert [e["experimentId"] for e in listed] == ["exp1"]
 
     before = table_documents(stack)
     again = sweep()

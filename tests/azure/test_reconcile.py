@@ -80,7 +80,7 @@ def test_a_scheduled_run_records_missed_uploads_flags_vanished_ones_and_a_rerun_
         "rejected": 0,
         "runsChecked": 2,
         "vanished": 1,
-        "indexed": 4,  # the index follows the two recordings, the sweep's own and its flag
+        "indexed": 0,  # runs' events are not the index's: the uploads listed their experiment
         "released": 0,
         "complete": True,
     }
@@ -90,6 +90,7 @@ def test_a_scheduled_run_records_missed_uploads_flags_vanished_ones_and_a_rerun_
     assert [(e["actor"], e["action"]) for e in audit] == [("reconcile", "artifact.recorded")]
     run1 = {a["name"]: a for a in body_of(http("GET", "/api/runs/run1/artifacts"))["items"]}
     assert run1["deleted.bin"]["vanishedAt"] is not None and run1["seen.bin"]["vanishedAt"] is None
+    assert [e["experimentId"] for e in body_of(http("GET", "/api/experiments"))["items"]] == ["exp1"]
 
     before = azure_app.rows()
     again = run_reconcile(caplog)

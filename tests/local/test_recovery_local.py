@@ -75,7 +75,7 @@ def test_reconcile_records_what_nobody_watched_and_flags_what_vanished(
         "rejected": 0,
         "runsChecked": 2,
         "vanished": 1,
-        "indexed": 2,  # the index follows the two changes this sweep made (the CLI indexed its upload)
+        "indexed": 0,  # runs' events are not the index's: each upload listed its experiment itself
         "released": 0,
         "complete": True,
     }
@@ -83,6 +83,7 @@ def test_reconcile_records_what_nobody_watched_and_flags_what_vanished(
     assert late["name"] == "late.bin"
     [gone] = cli_json(root, capsys, "artifacts", "run1")
     assert gone["vanishedAt"] is not None
+    assert [e["experimentId"] for e in cli_json(root, capsys, "experiments")] == ["exp1"]
     assert cli_json(root, capsys, "reconcile")["recorded"] == 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -16,6 +17,7 @@ from modelrepo.api import Api, Request, Response
 from modelrepo.dispatch import Dispatcher
 from modelrepo.errors import Conflict, Gone, InvalidInput, NotFound, Unprocessable
 from modelrepo.model import ApprovalStatus, Lineage
+from modelrepo.ports import Write
 from modelrepo.projections import Indexer
 from modelrepo.service import ModelRepository, VersionFilter, VersionMetadata
 from tests.unit.conftest import EPOCH, FAST_RETRY, record
@@ -32,6 +34,18 @@ def versions_of(repo: ModelRepository, experiment: str = "exp1", limit: int = 5)
 def index(repo: ModelRepository) -> int:
     """What the index subscriber does on every host after commits: follow the outbox."""
     return Dispatcher(repo.metadata, Indexer(repo.metadata)).sweep()
+
+
+class ListingCountingMetadataStore(MemoryMetadataStore):
+    """The in-memory store, noting every transaction that writes a row of the experiments listing."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.listing_writes = 0
+
+    def transact(self, writes: Sequence[Write]) -> None:
+        self.listing_writes += any(w.partition == tables.EXPERIMENTS_PARTITION for w in writes)
+        super().transact(writes)
 
 
 def call(api: Api, method: str, path: str, body: Any = None, **query: str) -> Response:
@@ -76,6 +90,37 @@ def test_the_listing_holds_every_experiment_with_an_artifact_or_a_version_one_qu
     repo.describe_experiment("a-exp", "first", "bob")
     index(repo)
     assert repo.list_experiments(limit=1).items[0].description == "first"
+
+
+def test_an_upload_lists_its_experiment_itself_and_the_index_keeps_out_of_runs(repo: ModelRepository) -> None:
+    """Every upload is a run of its own in the usual layout: the index subscriber neither reads
+    runs' events nor keeps a cursor in them, because the upload lists its experiment."""
+    uploads = [record(repo, f"new-exp/run{n}/weights.bin", f"weights {n}".encode()) for n in range(3)]
+    [listed] = repo.list_experiments().items  # no index subscriber has run
+    first = uploads[0].artifact
+    assert first is not None
+    assert (listed.experiment_id, listed.latest_version, listed.created_at) == ("new-exp", None, first.recorded_at)
+    assert repo.get_experiment("new-exp").created_at == first.recorded_at
+    assert index(repo) == 0
+    cursor = tables.dispatch_row(Indexer.subscriber)
+    assert [repo.metadata.get(tables.run_partition(f"run{n}"), cursor) for n in range(3)] == [None] * 3
+    assert Dispatcher(repo.metadata, Indexer(repo.metadata)).drain(tables.run_partition("run0")) == 0
+    versions_of(repo, "new-exp", limit=1)  # its first change: the index's summary takes over
+    index(repo)
+    [summarised] = repo.list_experiments().items
+    assert (summarised.latest_version, summarised.version_count) == (1, 1)
+
+
+def test_a_process_lists_an_experiment_once_however_many_runs_upload_to_it(artifacts: MemoryArtifactStore) -> None:
+    metadata = ListingCountingMetadataStore()
+    repo = ModelRepository(artifacts, metadata, retry=FAST_RETRY)
+    for n in range(5):
+        record(repo, f"exp1/run{n}/model.bin", f"model {n}".encode())
+    assert metadata.listing_writes == 1
+    other_host = ModelRepository(artifacts, metadata, retry=FAST_RETRY)
+    record(other_host, "exp1/run9/model.bin", b"model 9")
+    assert metadata.listing_writes == 2  # a fresh process tries once; the row is there, nothing changes
+    assert [e.experiment_id for e in repo.list_experiments().items] == ["exp1"]
 
 
 # --- approval and the gate -------------------------------------------------------------------------

@@ -10,8 +10,8 @@ from typing import BinaryIO
 from modelrepo import outbox, tables
 from modelrepo.errors import InvalidInput, NotFound, ObjectChanged, ObjectMissing
 from modelrepo.events import ObjectCreated, happened_after
-from modelrepo.model import ArtifactKey, Page, Record, Rejection, RunArtifact, check_run_id
-from modelrepo.ports import Item, iter_chunks
+from modelrepo.model import ArtifactKey, Experiment, Page, Record, Rejection, RunArtifact, check_run_id
+from modelrepo.ports import Item, Put, iter_chunks
 from modelrepo.unit_of_work import Context, UnitOfWork, execute, page, query_all
 
 
@@ -81,6 +81,8 @@ def record_artifact(ctx: Context, event: ObjectCreated) -> RecordResult:
             action = "artifact.recorded"
             uow.create(artifact_row, {"artifact": artifact.to_json()})
         uow.save(current_row, {"artifact": artifact.to_json(), "sequencer": event.sequencer})
+        if not listed.get(where.experiment_id):
+            uow.list_first(_experiment_listing(where.experiment_id, uow.now))
         uow.emit(
             outbox.ARTIFACT_RECORDED,
             artifact_subject(artifact),
@@ -92,7 +94,24 @@ def record_artifact(ctx: Context, event: ObjectCreated) -> RecordResult:
         )
         return RecordResult(outcome=Outcome.RECORDED, artifact=artifact)
 
-    return execute(ctx, partition, f"recording {where.key!r}", command)
+    listed = ctx.remembered("listed experiments")
+    result = execute(ctx, partition, f"recording {where.key!r}", command)
+    if result.outcome is Outcome.RECORDED:
+        listed.put(where.experiment_id, True)
+    return result
+
+
+def _experiment_listing(experiment_id: str, seen_at: datetime) -> Put:
+    """The listing of an experiment known only from its artifacts so far, from the first one seen.
+
+    The upload writes it (if absent) rather than the index subscriber, which then has no use for
+    runs' events: with a run per upload, following them cost the subscriber a read of the events
+    and a cursor write per upload. Listing rows are never removed, so once an experiment is listed
+    (by this or by its first change) the process remembers it and later uploads skip the write; its
+    summary is the subscriber's from its first change on."""
+    described = Experiment(experiment_id=experiment_id, created_at=seen_at, updated_at=seen_at)
+    document = {"experimentId": experiment_id, "experiment": described.to_json(), "sequence": 0}
+    return Put(tables.EXPERIMENTS_PARTITION, tables.experiment_index_row(experiment_id), document, if_absent=True)
 
 
 def _is_newer(ctx: Context, event: ObjectCreated, current: Item) -> bool:

@@ -115,7 +115,9 @@ class DeliveryWorker:
         self.sweeps = 0  # completed sweeps; tests wait for the first one
 
     def notify(self, partition: str) -> None:
-        """A commit appended events to `partition`: deliver them now."""
+        """A commit appended events to `partition`: deliver them now (if this subscriber follows it)."""
+        if not self.dispatcher.follows(partition):
+            return
         with self._lock:
             self._pending.add(partition)
         self._wake.set()
