@@ -475,26 +475,17 @@ class SeenLedger:
     def _version(fingerprint: Fingerprint) -> str:
         return ":".join(str(n) for n in fingerprint)
 
-    def known(self, key: str, fingerprint: Fingerprint) -> int | None:
-        """The sequencer of this version of `key`, if it was seen before."""
+    def assign(self, key: str, fingerprint: Fingerprint, still: Callable[[], bool]) -> int | None:
+        """The sequencer of this version (a new one if nobody saw it yet); None if `still()` says
+        the file changed meanwhile.
+
+        One transaction reads and, for a version nobody saw, writes: a read of its own first would
+        hold the ledger's lock twice for every new file, and the record workers queue at that lock."""
+        version = self._version(fingerprint)
         with self._lock:
             remembered = self._known.get(key)
             if remembered is not None and remembered[0] == fingerprint:
                 return remembered[1]
-            try:
-                row = self._db.execute("SELECT version, sequencer FROM seen WHERE key = ?", (key,)).fetchone()
-            except sqlite3.Error as error:
-                raise _ledger_failure(error, self._what) from None
-            if row is None or row[0] != self._version(fingerprint):
-                return None
-            self._remember(key, fingerprint, int(row[1]))
-            return int(row[1])
-
-    def assign(self, key: str, fingerprint: Fingerprint, still: Callable[[], bool]) -> int | None:
-        """The sequencer of this version (a new one if nobody saw it yet); None if `still()` says
-        the file changed meanwhile."""
-        version = self._version(fingerprint)
-        with self._lock:
             db = self._db
             try:
                 db.execute("BEGIN IMMEDIATE")
@@ -676,11 +667,9 @@ class FolderArtifactStore(ArtifactStore):
             if digest is None or _fingerprint(os.fstat(fd)) != fingerprint:
                 return None
             self._remember(fingerprint, digest)
-        sequencer = self._ledger.known(key, fingerprint)
+        sequencer = self._ledger.assign(key, fingerprint, still)
         if sequencer is None:
-            sequencer = self._ledger.assign(key, fingerprint, still)
-            if sequencer is None:
-                return None
+            return None
         return ObjectInfo(
             key=key,
             size=stat.st_size,
