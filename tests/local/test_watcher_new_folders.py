@@ -165,3 +165,32 @@ def test_where_writers_cannot_be_seen_only_the_long_quiet_period_hands_an_unclos
             assert looks.count(key, "still open") == 0
     finally:
         watcher.stop()
+
+
+def test_a_closed_file_is_handed_on_two_short_looks_after_its_close(tmp_path: Path) -> None:
+    """With the default quiet period: a close is final, so the file waits only for two looks that
+    find it unchanged (a burst of uploads keeps the recorder busy from its first file on)."""
+    store = FolderArtifactStore(tmp_path / "artifacts", tmp_path / "registry")
+    clock = FakeClock()
+    watcher = DropFolderWatcher(
+        store, Deliveries(clock), FolderDeadLetterQueue(tmp_path / "dead-letters"), clock=clock, settle_interval=None
+    )
+    path = store.uploads / "exp1" / "run1" / "model.bin"
+    path.parent.mkdir(parents=True)
+    watcher.start()
+    try:
+        assert watcher.wait_scanned(timeout=60)
+        path.write_bytes(b"weights")
+        deadline = time.monotonic() + 60
+        while watcher.state_of(path) != "closed":  # the close event has reached the watcher
+            assert time.monotonic() < deadline, "the close was never noticed"
+            time.sleep(0.01)
+        closed_at = clock()
+        handed_on: list[Path] = []
+        while path not in handed_on:
+            assert clock() - closed_at < 1.0, "not handed on within a fake second"
+            clock.advance(0.05)
+            handed_on = watcher.settle_once()
+    finally:
+        watcher.stop()
+    assert clock() - closed_at <= 0.1 + 1e-9

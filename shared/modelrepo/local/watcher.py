@@ -95,7 +95,7 @@ class DropFolderWatcher(FileSystemEventHandler):
         reject: Callable[[ObjectCreated, str], object] | None = None,
         attempts: int = 3,
         retry_seconds: float = 0.5,
-        quiet_seconds: float = 0.2,
+        quiet_seconds: float = 0.05,
         created_quiet_seconds: float = 0.5,
         unclosed_quiet_seconds: float = 3.0,
         storage_retry_max_seconds: float = 5.0,
