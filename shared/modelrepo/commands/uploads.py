@@ -43,6 +43,7 @@ def record_artifact(ctx: Context, event: ObjectCreated) -> RecordResult:
     partition, artifact_row = tables.locate_run_artifact(artifact_id)
     current_row = tables.current_row(where.experiment_id, where.name)
     measured: list[tuple[str, int]] = [(event.sha256, event.size)] if event.sha256 else []
+    listed = ctx.remembered("listed experiments")  # experiments this process knows are listed
 
     def command(uow: UnitOfWork) -> RecordResult:
         existing, current = uow.get(artifact_row), uow.get(current_row)
@@ -94,7 +95,6 @@ def record_artifact(ctx: Context, event: ObjectCreated) -> RecordResult:
         )
         return RecordResult(outcome=Outcome.RECORDED, artifact=artifact)
 
-    listed = ctx.remembered("listed experiments")
     result = execute(ctx, partition, f"recording {where.key!r}", command)
     if result.outcome is Outcome.RECORDED:
         listed.put(where.experiment_id, True)
