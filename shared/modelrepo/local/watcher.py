@@ -72,6 +72,20 @@ class _Pending:
     failures: int = 0  # storage failures in a row
 
 
+def record_workers() -> int:
+    """One record worker per core this process may run on, two at least and four at most.
+
+    A worker's sha256 and file reads release the GIL, so workers overlap on separate cores; more
+    workers than cores only queue for the GIL, and every hand-off between them is a context switch
+    that the writer of a burst pays for on the same cores. Two at least, so that one large file
+    being digested does not hold up the small ones behind it."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 2
+    return min(4, max(2, cores))
+
+
 def _as_text(path: str | bytes) -> str:
     return path if isinstance(path, str) else os.fsdecode(path)
 
@@ -83,7 +97,8 @@ class DropFolderWatcher(FileSystemEventHandler):
     (without it, refusals are only logged). `clock` times the quiet periods and retries (tests pass
     a fake one); `settle_interval` is how often the background loop looks for settled files (None:
     no loop, the caller calls `settle_once`); `observe(key, outcome)` hears every look's outcome
-    ("recorded", "duplicate", "still open", "waiting for storage", ...).
+    ("recorded", "duplicate", "still open", "waiting for storage", ...); `workers` record at once
+    (by default `record_workers()`).
     """
 
     def __init__(
@@ -99,7 +114,7 @@ class DropFolderWatcher(FileSystemEventHandler):
         created_quiet_seconds: float = 0.5,
         unclosed_quiet_seconds: float = 3.0,
         storage_retry_max_seconds: float = 5.0,
-        workers: int = 4,
+        workers: int | None = None,
         clock: Callable[[], float] = time.monotonic,
         settle_interval: float | None = 0.1,
         observe: Callable[[str, str], None] | None = None,
@@ -126,7 +141,7 @@ class DropFolderWatcher(FileSystemEventHandler):
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._scanned = threading.Event()
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="record")
+        self._pool = ThreadPoolExecutor(max_workers=workers or record_workers(), thread_name_prefix="record")
         self._observer = Observer()
         self._threads: list[threading.Thread] = []
 
