@@ -200,9 +200,9 @@ def test_a_closed_file_is_handed_on_two_short_looks_after_its_close(tmp_path: Pa
 def test_uploads_are_recorded_by_one_worker_per_core(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cores: int, workers: int
 ) -> None:
-    """More record workers than cores only take turns at the GIL (on 2 cores, 4 workers cost the
-    server ~10% more CPU an upload than 2, and a burst ran ~25% slower): one per core, two at
-    least (a large file's digest does not hold up the rest), four at most."""
+    """More record workers than cores only take turns at the GIL (bench/README.md has what four
+    cost on two cores): one per core, two at least (a large file's digest does not hold up the
+    rest), four at most."""
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(cores)), raising=False)
     store = FolderArtifactStore(tmp_path / "artifacts", tmp_path / "registry")
     release = threading.Event()
@@ -223,6 +223,7 @@ def test_uploads_are_recorded_by_one_worker_per_core(
     watcher = DropFolderWatcher(
         store, deliver, FolderDeadLetterQueue(tmp_path / "dead-letters"), clock=clock, settle_interval=None
     )
+    earlier = {thread for thread in threading.enumerate() if thread.name.startswith("record")}
     watcher.start()
     try:
         assert watcher.wait_scanned(timeout=60)
@@ -237,7 +238,7 @@ def test_uploads_are_recorded_by_one_worker_per_core(
             clock.advance(0.05)
             handed_on += watcher.settle_once()
             time.sleep(0.01)
-        recorders = {thread.name for thread in threading.enumerate() if thread.name.startswith("record")}
+        recorders = {thread for thread in threading.enumerate() if thread.name.startswith("record")} - earlier
         while len(inside) < workers:
             assert time.monotonic() < deadline, f"only {len(inside)} of {workers} workers began recording"
             time.sleep(0.01)
