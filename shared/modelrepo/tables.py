@@ -43,6 +43,9 @@ SEARCH_PARTITION = "search"
 SEARCH_TAG_PREFIX = "tag~"
 SEARCH_STATUS_PREFIX = "status~"
 SEARCH_MANIFEST_PREFIX = "ver~"
+# The partitions of changes: one per experiment and one per run.
+EXPERIMENT_PARTITION_PREFIX = "exp~"
+RUN_PARTITION_PREFIX = "run~"
 
 
 def _digest32(text: str) -> str:
@@ -56,11 +59,11 @@ def _inverted(number: int) -> str:
 
 
 def experiment_partition(experiment_id: str) -> str:
-    return f"exp~{experiment_id}"
+    return EXPERIMENT_PARTITION_PREFIX + experiment_id
 
 
 def run_partition(run_id: str) -> str:
-    return f"run~{run_id}"
+    return RUN_PARTITION_PREFIX + run_id
 
 
 def run_index_put(run_id: str) -> Put:
@@ -80,16 +83,15 @@ def experiment_index_row(experiment_id: str) -> str:
 
 
 def is_experiment_partition(partition: str) -> bool:
-    return partition.startswith("exp~")
+    return partition.startswith(EXPERIMENT_PARTITION_PREFIX)
 
 
 def index_put(partition: str) -> Put | None:
     """The index row that lists a partition of changes (an experiment or a run), if it has one."""
-    kind, _, name = partition.partition("~")
-    if kind == "exp":
-        return experiment_index_put(name)
-    if kind == "run":
-        return run_index_put(name)
+    if is_experiment_partition(partition):
+        return experiment_index_put(partition.removeprefix(EXPERIMENT_PARTITION_PREFIX))
+    if partition.startswith(RUN_PARTITION_PREFIX):
+        return run_index_put(partition.removeprefix(RUN_PARTITION_PREFIX))
     return None
 
 
