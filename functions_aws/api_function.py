@@ -15,7 +15,7 @@ import base64
 from typing import Any
 
 import aws_bootstrap
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -23,7 +23,6 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from modelrepo import api as core_api
 
 logger = Logger()
-tracer = Tracer()
 metrics = Metrics()
 
 # API Gateway answers at most 10 MB, and Lambda 6 MB; S3 stores answer downloads with a redirect.
@@ -110,7 +109,6 @@ def forward(event: dict[str, Any]) -> dict[str, Any]:
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, log_event=False)
-@tracer.capture_lambda_handler
 @metrics.log_metrics(capture_cold_start_metric=True)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     identity = (event.get("requestContext") or {}).get("identity") or {}

@@ -13,10 +13,15 @@ from __future__ import annotations
 
 from typing import Any
 
-import aws_bootstrap
-from aws_lambda_powertools import Logger, Metrics, Tracer
-from aws_lambda_powertools.metrics import MetricUnit
+# Before anything that imports pydantic (the core does): when pydantic is already imported, Powertools'
+# batch utilities import its parser's models of every event source, which this function never uses
+# and which cost its cold start (bench/README.md, Cold start; tests/aws/test_cold_path.py).
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+
+# isort: split
+import aws_bootstrap
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import DynamoDBRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
@@ -30,7 +35,6 @@ from modelrepo.adapters.aws import (
 from modelrepo.errors import ModelRepoError
 
 logger = Logger()
-tracer = Tracer()
 metrics = Metrics()
 # A batch whose every record failed is reported like any partial failure (Lambda retries it from
 # its first record) rather than raised: raising would make Lambda bisect it, and a bus that refuses
@@ -45,7 +49,6 @@ class Batch:
         self.dispatch = StreamDispatch(aws_bootstrap.publisher())
         self.partitions: set[str] = set()  # whose index rows to bring up to date after the batch
 
-    @tracer.capture_method
     def publish(self, record: DynamoDBRecord) -> None:
         sequence = record.dynamodb.sequence_number if record.dynamodb else None
         try:
@@ -82,7 +85,6 @@ def replay(event: dict[str, Any]) -> dict[str, Any]:
 
 
 @logger.inject_lambda_context(log_event=False)
-@tracer.capture_lambda_handler
 @metrics.log_metrics(capture_cold_start_metric=True)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if is_failed_stream_batch(event):

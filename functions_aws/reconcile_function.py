@@ -11,14 +11,13 @@ from __future__ import annotations
 from typing import Any
 
 import aws_bootstrap
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from modelrepo.recovery import Reconciler
 
 logger = Logger()
-tracer = Tracer()
 metrics = Metrics()
 
 # Time kept back from the invocation's remaining time: the sweep checks its budget between pages,
@@ -33,7 +32,6 @@ def budget_seconds(context: LambdaContext) -> float:
 
 
 @logger.inject_lambda_context(log_event=False)
-@tracer.capture_lambda_handler
 @metrics.log_metrics(capture_cold_start_metric=True)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     report = Reconciler(aws_bootstrap.repository()).run(budget_seconds=budget_seconds(context))

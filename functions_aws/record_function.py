@@ -9,10 +9,15 @@ from __future__ import annotations
 
 from typing import Any
 
-import aws_bootstrap
-from aws_lambda_powertools import Logger, Metrics, Tracer
-from aws_lambda_powertools.metrics import MetricUnit
+# Before anything that imports pydantic (the core does): when pydantic is already imported, Powertools'
+# batch utilities import its parser's models of every event source, which this function never uses
+# and which cost its cold start (bench/README.md, Cold start; tests/aws/test_cold_path.py).
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+
+# isort: split
+import aws_bootstrap
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
@@ -20,7 +25,6 @@ from modelrepo.adapters.aws import object_created_events, s3_request_id
 from modelrepo.commands.uploads import Outcome
 
 logger = Logger()
-tracer = Tracer()
 metrics = Metrics()
 processor = BatchProcessor(event_type=EventType.SQS)
 
@@ -33,7 +37,6 @@ OUTCOME_METRICS = {
 }
 
 
-@tracer.capture_method
 def record_message(record: SQSRecord) -> None:
     logger.set_correlation_id(s3_request_id(record.body) or record.message_id)
     logger.append_keys(message_id=record.message_id, receive_count=record.attributes.approximate_receive_count)
@@ -59,7 +62,6 @@ def record_message(record: SQSRecord) -> None:
 
 
 @logger.inject_lambda_context(log_event=False)
-@tracer.capture_lambda_handler
 @metrics.log_metrics(capture_cold_start_metric=True)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return dict(

@@ -15,11 +15,10 @@ from pathlib import Path
 from typing import Any
 
 # What template.yaml's Globals give every function before its modules are imported (Powertools
-# reads them at import time). X-Ray is off here: there is no daemon to send traces to.
+# reads them at import time).
 POWERTOOLS_ENVIRONMENT = {
     "POWERTOOLS_SERVICE_NAME": "modelrepo",
     "POWERTOOLS_METRICS_NAMESPACE": "modelrepo",
-    "POWERTOOLS_TRACE_DISABLED": "true",
 }
 for _name, _value in POWERTOOLS_ENVIRONMENT.items():
     os.environ.setdefault(_name, _value)

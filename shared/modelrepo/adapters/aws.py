@@ -178,19 +178,31 @@ class S3ArtifactStore(ArtifactStore):
 
     def __init__(
         self,
-        client: S3Client,
+        client: S3Client | Callable[[], S3Client],
         uploads_bucket: str,
         registry_bucket: str,
         *,
         multipart_threshold: int = MULTIPART_THRESHOLD,
         multipart_chunk: int = MULTIPART_CHUNK,
     ) -> None:
-        self._client = client
+        """`client` may be a function that makes the client when the store first needs it: a cold
+        start that only reads metadata (most API calls) then never pays for building one."""
+        self._connect = client if callable(client) else lambda: client
+        self._made: S3Client | None = None
+        self._connecting = threading.Lock()  # boto3 sessions do not build clients thread-safely
         self.uploads_bucket = uploads_bucket
         self.registry_bucket = registry_bucket
         self._transfer = TransferConfig(
             multipart_threshold=multipart_threshold, multipart_chunksize=multipart_chunk, use_threads=False
         )
+
+    @property
+    def _client(self) -> S3Client:
+        if self._made is None:
+            with self._connecting:
+                if self._made is None:
+                    self._made = self._connect()
+        return self._made
 
     @staticmethod
     def registry_key(digest: str) -> str:
@@ -1073,8 +1085,11 @@ def build_repository(
     """The repository on the stack's buckets and table; `sleep` lets a host count the core's retries."""
     session = aws_session(environ)
     endpoint = environ.get("AWS_ENDPOINT_URL") or None
-    s3 = session.client("s3", endpoint_url=endpoint, config=client_config(signature_version="s3v4"))
     dynamodb = session.client("dynamodb", endpoint_url=endpoint, config=client_config())
+
+    def s3() -> S3Client:
+        return session.client("s3", endpoint_url=endpoint, config=client_config(signature_version="s3v4"))
+
     return ModelRepository(
         S3ArtifactStore(s3, settings.uploads_bucket, settings.registry_bucket),
         DynamoDBMetadataStore(dynamodb, settings.table),
