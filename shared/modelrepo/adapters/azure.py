@@ -41,7 +41,6 @@ from azure.core.exceptions import (
 from azure.core.messaging import CloudEvent as AzureCloudEvent
 from azure.core.paging import PageIterator
 from azure.data.tables import TableClient, TableServiceClient, TableTransactionError, UpdateMode
-from azure.identity import DefaultAzureCredential
 from azure.storage.blob import (
     BlobClient,
     BlobProperties,
@@ -1218,11 +1217,20 @@ class AzureSettings(BaseModel):
             raise InvalidInput(f"invalid app settings: {describe_validation_error(error)}") from None
 
 
+def managed_identity(client_id: str | None) -> TokenCredential:
+    """The app's Entra ID credential. azure.identity (with msal) is imported here rather than with
+    the module: it is among the largest imports of a cold start (bench/README.md, Cold start), and
+    development against Azurite, with a connection string, never needs it."""
+    from azure.identity import DefaultAzureCredential
+
+    return DefaultAzureCredential(managed_identity_client_id=client_id)
+
+
 def connect(settings: AzureSettings, **options: Any) -> AzureStorage:
     """The SDK clients the settings describe; nothing is called yet."""
     if settings.uses_identity:
         assert settings.blob_service_uri and settings.table_service_uri and settings.queue_service_uri
-        credential = DefaultAzureCredential(managed_identity_client_id=settings.client_id)
+        credential = managed_identity(settings.client_id)
         return AzureStorage.from_identity(
             settings.blob_service_uri, settings.table_service_uri, settings.queue_service_uri, credential
         )
@@ -1258,7 +1266,7 @@ def event_delivery(
     if settings.event_topic_key is not None:
         credential = AzureKeyCredential(settings.event_topic_key.get_secret_value())
     elif settings.event_topic_endpoint is not None:
-        credential = DefaultAzureCredential(managed_identity_client_id=settings.client_id)
+        credential = managed_identity(settings.client_id)
     hints = EventHints.on(storage.queues, settings.events_queue)
     return EventDelivery(settings, metadata, hints, credential, options)
 
