@@ -28,12 +28,12 @@ from modelrepo.dispatch import DeliveryFailed
 from modelrepo.errors import ConditionFailed, InvalidInput, StorageError
 from modelrepo.model import ApprovalStatus, Page, RegisteredModel, check_tag_key, check_tag_value
 from modelrepo.outbox import CloudEvent
-from modelrepo.ports import Item, MetadataStore, Put, Write
+from modelrepo.ports import MAX_WRITES_PER_TRANSACTION, Item, MetadataStore, Put, Write
 from modelrepo.unit_of_work import Context, filtered_page
 
 SUBSCRIBER = "index"
 ATTEMPTS = 5
-MAX_WRITES = 99  # a manifest beside them stays within one transaction
+MAX_WRITES = MAX_WRITES_PER_TRANSACTION - 1  # a manifest beside them stays within one transaction
 
 
 class Indexer:
