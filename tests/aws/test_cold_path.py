@@ -29,7 +29,7 @@ def test_a_metadata_read_builds_no_s3_client_and_a_registration_builds_one(
 
     new_container(aws_bootstrap)
     built: list[str] = []
-    real = boto3.session.Session.client
+    real: Any = boto3.session.Session.client
 
     def client(self: boto3.session.Session, service_name: str, *args: Any, **kwargs: Any) -> Any:
         built.append(service_name)
