@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
-from contextlib import suppress
 from dataclasses import dataclass
-
-from azure.core.exceptions import ResourceExistsError
 
 from modelrepo.adapters.azure import (
     AzureSettings,
@@ -64,8 +61,8 @@ def build(settings: AzureSettings) -> AzureRuntime:
         for container in (settings.uploads_container, settings.registry_container, settings.dead_letter_container):
             create_container(storage.blobs, container)
         storage.tables.create_table_if_not_exists(settings.table)
-        with suppress(ResourceExistsError):
-            storage.queues.create_queue(settings.events_queue)
+        # The hint queue: created by the hint sender before its first hint (`EventHints`), so that
+        # a worker that commits nothing never loads the queue SDK.
     repository = build_repository(settings, storage)
     events = event_delivery(settings, storage, repository.metadata)
     # Every function that changes something (HTTP, uploads, reconcile) hints the dispatcher.

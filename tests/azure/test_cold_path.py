@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
+
+from modelrepo.adapters.azure import EVENTS_QUEUE_SETTING
+from tests.azure.conftest import AzureApp
+from tests.fixtures.azure import unique_name
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -30,3 +35,31 @@ def test_an_app_on_a_connection_string_never_imports_azure_identity() -> None:
     imported = set(json.loads(done.stdout))
     assert {"azure.functions", "azure.data", "azure.storage"} <= imported
     assert "azure.identity" not in imported
+
+
+READS_THEN_COMMITS = """
+import json, os, sys
+sys.path[:0] = [{repo!r}, {shared!r}]
+import function_app
+from functions_azure import bootstrap
+from modelrepo.api import Request
+runtime = bootstrap.runtime()
+answer = runtime.api.handle(Request("GET", "/api/experiments", {{}}))
+after_read = "azure.storage.queue" in sys.modules
+runtime.events.hints.notify("exp~cold")  # what a commit does
+assert runtime.events.hints.flush(60)
+queue = runtime.events.hints._queue
+print(json.dumps([answer.status, after_read, queue is not None and queue.get_queue_properties().name]))
+"""
+
+
+def test_a_worker_that_only_reads_never_loads_the_queue_sdk(azure_app: AzureApp) -> None:
+    """The hint queue's client (and azure.storage.queue) is built by the first hint, which also
+    creates the queue in development: a cold worker answering a GET never loads it."""
+    script = READS_THEN_COMMITS.format(repo=str(REPO), shared=str(REPO / "shared"))
+    queue = unique_name("hints-")
+    environment = {**os.environ, **azure_app.settings, EVENTS_QUEUE_SETTING: queue}
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=REPO, env=environment
+    )
+    assert json.loads(done.stdout) == [200, False, queue]

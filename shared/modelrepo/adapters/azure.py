@@ -18,13 +18,13 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from itertools import count, islice
-from typing import Any, BinaryIO, Protocol, Self, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, Self, cast
 from urllib.parse import quote, unquote, urlsplit
 
 from azure.core import MatchConditions
@@ -52,8 +52,6 @@ from azure.storage.blob import (
     generate_blob_sas,
 )
 from azure.storage.blob import ExponentialRetry as BlobExponentialRetry
-from azure.storage.queue import ExponentialRetry as QueueExponentialRetry
-from azure.storage.queue import QueueClient, QueueMessage, QueueServiceClient, TextBase64EncodePolicy
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from modelrepo.api import describe_validation_error
@@ -88,6 +86,9 @@ from modelrepo.ports import (
 from modelrepo.projections import Indexer
 from modelrepo.retry import RetryPolicy
 from modelrepo.service import ModelRepository
+
+if TYPE_CHECKING:  # imported where a queue is first used (`AzureStorage.queues`)
+    from azure.storage.queue import QueueClient, QueueMessage, QueueServiceClient
 
 log = logging.getLogger(__name__)
 
@@ -124,11 +125,25 @@ LISTING_TOKEN = "token:"
 
 @dataclass(frozen=True)
 class AzureStorage:
-    """The SDK service clients of one storage account, built with the same policy."""
+    """The SDK service clients of one storage account, built with the same policy.
+
+    The queue service client is built on first use, with its SDK: a worker that only reads (most
+    API calls) sends no hint and never needs azure.storage.queue, whose import is a sizeable share
+    of a cold start (bench/README.md, Cold start).
+    """
 
     blobs: BlobServiceClient
     tables: TableServiceClient
-    queues: QueueServiceClient
+    build_queues: Callable[[], QueueServiceClient] = field(repr=False)
+    _queues: list[QueueServiceClient] = field(default_factory=list, repr=False, compare=False)
+    _guard: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    @property
+    def queues(self) -> QueueServiceClient:
+        with self._guard:
+            if not self._queues:
+                self._queues.append(self.build_queues())
+            return self._queues[0]
 
     @classmethod
     def from_connection_string(cls, connection_string: str, **options: Any) -> AzureStorage:
@@ -136,10 +151,16 @@ class AzureStorage:
 
         `options` reach every client on top of the defaults (tests pass a fault-injecting `transport`).
         """
+
+        def queues() -> QueueServiceClient:
+            from azure.storage.queue import QueueServiceClient
+
+            return QueueServiceClient.from_connection_string(connection_string, **(_queue_options() | options))
+
         return cls(
             BlobServiceClient.from_connection_string(connection_string, **(_blob_options() | options)),
             TableServiceClient.from_connection_string(connection_string, **(CLIENT_OPTIONS | options)),
-            QueueServiceClient.from_connection_string(connection_string, **(_queue_options() | options)),
+            queues,
         )
 
     @classmethod
@@ -147,10 +168,16 @@ class AzureStorage:
         cls, blob_service_uri: str, table_service_uri: str, queue_service_uri: str, credential: TokenCredential
     ) -> AzureStorage:
         """For production: Entra ID tokens (managed identity), no account keys anywhere."""
+
+        def queues() -> QueueServiceClient:
+            from azure.storage.queue import QueueServiceClient
+
+            return QueueServiceClient(queue_service_uri, credential=credential, **_queue_options())
+
         return cls(
             BlobServiceClient(blob_service_uri, credential=credential, **_blob_options()),
             TableServiceClient(table_service_uri, credential=credential, **CLIENT_OPTIONS),
-            QueueServiceClient(queue_service_uri, credential=credential, **_queue_options()),
+            queues,
         )
 
 
@@ -169,6 +196,8 @@ def _blob_options() -> dict[str, Any]:
 
 
 def _queue_options() -> dict[str, Any]:
+    from azure.storage.queue import ExponentialRetry as QueueExponentialRetry
+
     retry = QueueExponentialRetry(
         initial_backoff=STORAGE_INITIAL_BACKOFF,
         increment_base=STORAGE_INCREMENT_BASE,
@@ -969,10 +998,16 @@ class EventHints:
     delivers what a lost hint, or a process that stopped before sending it, left behind. Messages
     are base64, as the Functions queue trigger reads them by default (host.json
     `extensions.queues.messageEncoding`).
+
+    The queue client is built by the sender thread before its first hint, so that a worker that
+    commits nothing never builds it; with `create` (development, where the app creates what
+    infra/main.bicep creates in Azure) it first creates the queue if it is missing.
     """
 
-    def __init__(self, queue: QueueClient) -> None:
-        self._queue = queue
+    def __init__(self, queue: Callable[[], QueueClient], *, create: bool = False) -> None:
+        self._build_queue = queue
+        self._queue: QueueClient | None = None
+        self._create = create
         self._pending: dict[str, None] = {}  # partitions in the order their first commit came
         self._sending = False
         self._closed = False
@@ -980,8 +1015,13 @@ class EventHints:
         self._thread: threading.Thread | None = None
 
     @classmethod
-    def on(cls, queues: QueueServiceClient, name: str) -> EventHints:
-        return cls(queues.get_queue_client(name, message_encode_policy=TextBase64EncodePolicy()))
+    def on(cls, queues: Callable[[], QueueServiceClient], name: str, *, create: bool = False) -> EventHints:
+        def queue() -> QueueClient:
+            from azure.storage.queue import TextBase64EncodePolicy
+
+            return queues().get_queue_client(name, message_encode_policy=TextBase64EncodePolicy())
+
+        return cls(queue, create=create)
 
     def notify(self, partition: str) -> None:
         """Called after a commit: never blocks on the queue and never raises."""
@@ -1024,6 +1064,12 @@ class EventHints:
 
     def _send(self, partition: str) -> None:
         try:
+            if self._queue is None:
+                queue = self._build_queue()
+                if self._create:
+                    with suppress(ResourceExistsError):
+                        queue.create_queue()
+                self._queue = queue
             self._queue.send_message(hint_message(partition), **HINT_OPTIONS)
         except Exception as error:  # a hint is best effort; the sender thread must go on
             log.warning("no hint for %s (%s); the next event sweep delivers its events", partition, _describe(error))
@@ -1267,7 +1313,8 @@ def event_delivery(
         credential = AzureKeyCredential(settings.event_topic_key.get_secret_value())
     elif settings.event_topic_endpoint is not None:
         credential = managed_identity(settings.client_id)
-    hints = EventHints.on(storage.queues, settings.events_queue)
+    # Development on a connection string creates the queue, as bootstrap creates the containers.
+    hints = EventHints.on(lambda: storage.queues, settings.events_queue, create=not settings.uses_identity)
     return EventDelivery(settings, metadata, hints, credential, options)
 
 
