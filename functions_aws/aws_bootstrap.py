@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import os
 import time
+from typing import TYPE_CHECKING
 
 from modelrepo.adapters.aws import (
     AwsSettings,
@@ -19,10 +20,12 @@ from modelrepo.adapters.aws import (
     build_repository,
     build_stream_reader,
 )
-from modelrepo.api import Api
 from modelrepo.dispatch import Dispatcher
 from modelrepo.projections import Indexer
 from modelrepo.service import ModelRepository
+
+if TYPE_CHECKING:
+    from modelrepo.api import Api
 
 
 class RetryCounter:
@@ -56,6 +59,9 @@ def repository() -> ModelRepository:
 
 @functools.cache
 def api() -> Api:
+    """The HTTP layer, imported here: the record, dispatch and reconcile functions never load it."""
+    from modelrepo.api import Api
+
     return Api(
         repository(),
         max_body_bytes=settings().max_body_bytes,

@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass
+from functools import cached_property
+from typing import TYPE_CHECKING
 
 from modelrepo.adapters.azure import (
     AzureSettings,
@@ -20,16 +22,29 @@ from modelrepo.adapters.azure import (
     create_container,
     event_delivery,
 )
-from modelrepo.api import Api
 from modelrepo.service import ModelRepository
+
+if TYPE_CHECKING:
+    from modelrepo.api import Api
 
 
 @dataclass(frozen=True)
 class AzureRuntime:
     settings: AzureSettings
     repository: ModelRepository
-    api: Api
     events: EventDelivery  # the index always; the Event Grid topic if one is configured
+
+    @cached_property
+    def api(self) -> Api:
+        """The HTTP layer, imported on the first request: a worker that only records uploads,
+        dispatches events or sweeps never loads it."""
+        from modelrepo.api import Api
+
+        return Api(
+            self.repository,
+            max_body_bytes=self.settings.max_body_bytes,
+            actor_must_be_principal=self.settings.actor_must_be_principal,
+        )
 
 
 _lock = threading.Lock()
@@ -67,7 +82,4 @@ def build(settings: AzureSettings) -> AzureRuntime:
     events = event_delivery(settings, storage, repository.metadata)
     # Every function that changes something (HTTP, uploads, reconcile) hints the dispatcher.
     repository.on_commit(events.hints.notify)
-    api = Api(
-        repository, max_body_bytes=settings.max_body_bytes, actor_must_be_principal=settings.actor_must_be_principal
-    )
-    return AzureRuntime(settings, repository, api, events)
+    return AzureRuntime(settings, repository, events)

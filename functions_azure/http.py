@@ -9,12 +9,15 @@ fetch it before they have a key; the document itself marks both as needing no cr
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import azure.functions as func
 
 from functions_azure.bootstrap import runtime
-from modelrepo.api import Request, Response
+
+if TYPE_CHECKING:
+    from modelrepo.api import Request, Response
 
 blueprint = func.Blueprint()  # type: ignore[no-untyped-call]  # azure-functions leaves __init__ untyped
 
@@ -26,6 +29,8 @@ HOST_HEADERS = frozenset({"x-functions-key"})
 
 
 def to_request(request: func.HttpRequest) -> Request:
+    from modelrepo.api import Request  # loaded with the first request (`AzureRuntime.api`)
+
     return Request(
         method=request.method,
         path=urlsplit(request.url).path,  # still percent-encoded, as the API expects

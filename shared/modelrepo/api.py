@@ -65,6 +65,7 @@ from modelrepo.model import (
     Target,
     TargetPolicy,
     Version,
+    describe_validation_error,
 )
 from modelrepo.outbox import CloudEvent
 from modelrepo.ports import DeadLetter, DeadLetterQueue, iter_chunks
@@ -176,20 +177,6 @@ def check_actor_claim(actor: str) -> str:
     if required is not None and actor != required:
         raise Forbidden(f"you are authenticated as {required!r} and may act only as yourself, not as {actor!r}")
     return actor
-
-
-def describe_validation_error(error: ValidationError) -> str:
-    """One line naming every field that is wrong and why."""
-    parts = []
-    for item in error.errors(include_url=False):
-        where = ".".join(str(p) for p in item["loc"])
-        message = str(item["msg"]).removeprefix("Value error, ")
-        if item["type"] == "json_invalid":
-            message = f"the body is not valid JSON ({item.get('ctx', {}).get('error', 'parse error')})"
-        elif item["type"] == "model_type" or item["type"] == "model_attributes_type":
-            message = "the body must be a JSON object"
-        parts.append(f"{where}: {message}" if where else message)
-    return "; ".join(parts)
 
 
 @dataclass(frozen=True)

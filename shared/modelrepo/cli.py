@@ -30,7 +30,6 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from modelrepo.api import describe_validation_error
 from modelrepo.backends import BACKENDS, open_backend
 from modelrepo.client import ApiError, Client, NotRecorded
 from modelrepo.commands.versions import ManifestEntry
@@ -38,7 +37,7 @@ from modelrepo.dispatch import ParkedDelivery, parked_deliveries, retry_now
 from modelrepo.errors import InvalidInput, ModelRepoError
 from modelrepo.events import ObjectCreated
 from modelrepo.limits import DEFAULT_PAGE, MAX_PAGE, MAX_VERSION_FILES, parse_version
-from modelrepo.model import ArtifactKey, Lineage, RegisteredModel, RunArtifact
+from modelrepo.model import ArtifactKey, Lineage, RegisteredModel, RunArtifact, describe_validation_error
 from modelrepo.ports import DeadLetter
 from modelrepo.recovery import Reconciler, replay_dead_letters
 from modelrepo.settings import LocalSettings

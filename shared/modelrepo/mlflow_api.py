@@ -41,7 +41,7 @@ from urllib.parse import quote
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from modelrepo import limits, tables
-from modelrepo.api import Api, Request, Response, decode_segment, describe_validation_error, json_response
+from modelrepo.api import Api, Request, Response, decode_segment, json_response
 from modelrepo.errors import (
     Busy,
     Conflict,
@@ -63,6 +63,7 @@ from modelrepo.model import (
     check_run_id,
     check_tag_key,
     check_tag_value,
+    describe_validation_error,
 )
 from modelrepo.service import VersionFilter, VersionMetadata
 

@@ -12,7 +12,7 @@ from enum import StrEnum
 from typing import Annotated, Any, Generic, TypeVar
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema
 from pydantic.alias_generators import to_camel
 
 from modelrepo.errors import InvalidInput
@@ -275,6 +275,21 @@ DatasetUri = Annotated[str, AfterValidator(check_uri), _string(minLength=1, maxL
 SourceCommit = Annotated[
     str, AfterValidator(check_source_commit), _string(minLength=1, maxLength=MAX_SOURCE_COMMIT_CHARS)
 ]
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """One line naming every field that is wrong and why (every host, the CLI and the client say
+    it the same way; here, beside the models, so that reading settings needs no HTTP layer)."""
+    parts = []
+    for item in error.errors(include_url=False):
+        where = ".".join(str(p) for p in item["loc"])
+        message = str(item["msg"]).removeprefix("Value error, ")
+        if item["type"] == "json_invalid":
+            message = f"the body is not valid JSON ({item.get('ctx', {}).get('error', 'parse error')})"
+        elif item["type"] == "model_type" or item["type"] == "model_attributes_type":
+            message = "the body must be a JSON object"
+        parts.append(f"{where}: {message}" if where else message)
+    return "; ".join(parts)
 
 
 class Record(BaseModel):

@@ -12,10 +12,9 @@ from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
-from modelrepo.api import describe_validation_error
 from modelrepo.errors import InvalidInput
 from modelrepo.limits import DEFAULT_MAX_BODY_BYTES
-from modelrepo.model import ApprovalStatus
+from modelrepo.model import ApprovalStatus, describe_validation_error
 
 DEFAULT_ROOT = Path("~/.mlops/model-repository")
 DEFAULT_PORT = 7071

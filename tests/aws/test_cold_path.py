@@ -53,7 +53,8 @@ def test_a_cold_handler_imports_neither_the_x_ray_sdk_nor_powertools_parser_mode
       traces the invocations itself (`Tracing: Active`), and its recorder built two X-Ray clients
       at every cold start; nor
     - Powertools' parser models (pydantic models of every event source), which its batch utilities
-      import when pydantic is already imported, and which no handler uses."""
+      import when pydantic is already imported, and which no handler uses; nor
+    - the core's HTTP layer, but in the API function."""
     script = (
         "import json, sys\n"
         f"sys.path[:0] = [{str(REPO / 'functions_aws')!r}, {str(REPO / 'shared')!r}]\n"
@@ -68,3 +69,5 @@ def test_a_cold_handler_imports_neither_the_x_ray_sdk_nor_powertools_parser_mode
     assert {"aws_lambda_powertools", "modelrepo", "pydantic"} <= {name.split(".")[0] for name in imported}
     assert not {name for name in imported if name.split(".")[0] == "aws_xray_sdk"}
     assert not {name for name in imported if name.startswith("aws_lambda_powertools.utilities.parser")}
+    # The HTTP layer (routes, request and response models) is the API function's alone.
+    assert ("modelrepo.api" in imported) == (handler == "api_function")

@@ -39,7 +39,6 @@ from botocore.exceptions import (
 from botocore.exceptions import ConnectionError as BotoConnectionError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from modelrepo.api import describe_validation_error
 from modelrepo.backends import Backend
 from modelrepo.dispatch import DeliveryFailed
 from modelrepo.errors import (
@@ -53,7 +52,7 @@ from modelrepo.errors import (
 )
 from modelrepo.events import ObjectCreated
 from modelrepo.limits import DEFAULT_MAX_BODY_BYTES, MAX_ACTOR_CHARS
-from modelrepo.model import ApprovalStatus
+from modelrepo.model import ApprovalStatus, describe_validation_error
 from modelrepo.outbox import CloudEvent, event_of
 from modelrepo.ports import (
     ArtifactStore,

@@ -54,7 +54,6 @@ from azure.storage.blob import (
 from azure.storage.blob import ExponentialRetry as BlobExponentialRetry
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
-from modelrepo.api import describe_validation_error
 from modelrepo.backends import Backend
 from modelrepo.dispatch import DeliveryFailed, Dispatcher
 from modelrepo.errors import (
@@ -68,7 +67,7 @@ from modelrepo.errors import (
 )
 from modelrepo.events import ObjectCreated
 from modelrepo.limits import DEFAULT_MAX_BODY_BYTES
-from modelrepo.model import ApprovalStatus, check_experiment_id, check_run_id
+from modelrepo.model import ApprovalStatus, check_experiment_id, check_run_id, describe_validation_error
 from modelrepo.outbox import CloudEvent
 from modelrepo.ports import (
     ArtifactStore,

@@ -32,7 +32,7 @@ from urllib.parse import quote, unquote
 
 from pydantic import BaseModel, ValidationError
 
-from modelrepo.api import Request, describe_validation_error
+from modelrepo.api import Request
 from modelrepo.client import models
 from modelrepo.client.errors import (
     ApiError,
@@ -59,6 +59,7 @@ from modelrepo.model import (
     Rejection,
     RunArtifact,
     TargetPolicy,
+    describe_validation_error,
 )
 from modelrepo.outbox import CloudEvent
 

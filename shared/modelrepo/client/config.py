@@ -26,9 +26,9 @@ from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
-from modelrepo.api import describe_validation_error
 from modelrepo.client._client import Client
 from modelrepo.client.errors import NotConfigured
+from modelrepo.model import describe_validation_error
 
 AuthKind = Literal["none", "bearer", "sigv4", "function-key", "entra"]
 HTTP_URL = re.compile(r"https?://[^\s/?#@]+(/[^\s?#]*)?")
