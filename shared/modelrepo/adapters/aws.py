@@ -53,6 +53,7 @@ from modelrepo.errors import (
 from modelrepo.events import ObjectCreated
 from modelrepo.limits import DEFAULT_MAX_BODY_BYTES, MAX_ACTOR_CHARS
 from modelrepo.model import ApprovalStatus, describe_validation_error
+from modelrepo.once import Once
 from modelrepo.outbox import CloudEvent, event_of
 from modelrepo.ports import (
     ArtifactStore,
@@ -186,9 +187,7 @@ class S3ArtifactStore(ArtifactStore):
     ) -> None:
         """`client` may be a function that makes the client when the store first needs it: a cold
         start that only reads metadata (most API calls) then never pays for building one."""
-        self._connect = client if callable(client) else lambda: client
-        self._made: S3Client | None = None
-        self._connecting = threading.Lock()  # boto3 sessions do not build clients thread-safely
+        self._connection = Once(client if callable(client) else lambda: client)
         self.uploads_bucket = uploads_bucket
         self.registry_bucket = registry_bucket
         self._transfer = TransferConfig(
@@ -197,11 +196,7 @@ class S3ArtifactStore(ArtifactStore):
 
     @property
     def _client(self) -> S3Client:
-        if self._made is None:
-            with self._connecting:
-                if self._made is None:
-                    self._made = self._connect()
-        return self._made
+        return self._connection.get()
 
     @staticmethod
     def registry_key(digest: str) -> str:

@@ -68,6 +68,7 @@ from modelrepo.errors import (
 from modelrepo.events import ObjectCreated
 from modelrepo.limits import DEFAULT_MAX_BODY_BYTES
 from modelrepo.model import ApprovalStatus, check_experiment_id, check_run_id, describe_validation_error
+from modelrepo.once import Once
 from modelrepo.outbox import CloudEvent
 from modelrepo.ports import (
     ArtifactStore,
@@ -133,16 +134,11 @@ class AzureStorage:
 
     blobs: BlobServiceClient
     tables: TableServiceClient
-    build_queues: Callable[[], QueueServiceClient] = field(repr=False)
-    _queues: list[QueueServiceClient] = field(default_factory=list, repr=False, compare=False)
-    _guard: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+    queue_service: Once[QueueServiceClient] = field(repr=False, compare=False)
 
     @property
     def queues(self) -> QueueServiceClient:
-        with self._guard:
-            if not self._queues:
-                self._queues.append(self.build_queues())
-            return self._queues[0]
+        return self.queue_service.get()
 
     @classmethod
     def from_connection_string(cls, connection_string: str, **options: Any) -> AzureStorage:
@@ -159,7 +155,7 @@ class AzureStorage:
         return cls(
             BlobServiceClient.from_connection_string(connection_string, **(_blob_options() | options)),
             TableServiceClient.from_connection_string(connection_string, **(CLIENT_OPTIONS | options)),
-            queues,
+            Once(queues),
         )
 
     @classmethod
@@ -176,7 +172,7 @@ class AzureStorage:
         return cls(
             BlobServiceClient(blob_service_uri, credential=credential, **_blob_options()),
             TableServiceClient(table_service_uri, credential=credential, **CLIENT_OPTIONS),
-            queues,
+            Once(queues),
         )
 
 
@@ -1108,8 +1104,10 @@ class EventDelivery:
     hints: EventHints
     credential: TokenCredential | AzureKeyCredential | None  # None: no topic
     options: dict[str, Any] = field(default_factory=dict)
-    _dispatcher: Dispatcher | None = field(default=None, init=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
+    _dispatcher: Once[Dispatcher] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._dispatcher = Once(self._connect_topic)
 
     @property
     def index(self) -> Dispatcher:
@@ -1122,21 +1120,17 @@ class EventDelivery:
 
     @property
     def dispatcher(self) -> Dispatcher:
-        with self._lock:
-            if self._dispatcher is None:
-                assert self.settings.event_topic_endpoint is not None and self.credential is not None
-                publisher = EventGridPublisher.connect(
-                    self.settings.event_topic_endpoint, self.credential, **self.options
-                )
-                self._dispatcher = Dispatcher(self.metadata, publisher)
-            return self._dispatcher
+        return self._dispatcher.get()
+
+    def _connect_topic(self) -> Dispatcher:
+        assert self.settings.event_topic_endpoint is not None and self.credential is not None
+        publisher = EventGridPublisher.connect(self.settings.event_topic_endpoint, self.credential, **self.options)
+        return Dispatcher(self.metadata, publisher)
 
     def close(self) -> None:
         self.hints.close()
-        with self._lock:
-            if self._dispatcher is not None:
-                cast(EventGridPublisher, self._dispatcher.publisher).close()
-                self._dispatcher = None
+        if (dispatcher := self._dispatcher.forget()) is not None:
+            cast(EventGridPublisher, dispatcher.publisher).close()
 
 
 # --- settings and composition --------------------------------------------------------------------
